@@ -1,0 +1,171 @@
+"""params.yaml to typed, validated dataclasses.
+
+Each stage reads only its own group, so a typo in one group never stops another stage. A bad
+value raises `GamerecError` naming the key, the value and what is allowed, which the stage
+runner prints as one line.
+"""
+
+from __future__ import annotations
+
+import difflib
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from gamerec.errors import GamerecError
+
+PARAMS_FILE = Path("params.yaml")
+
+T = TypeVar("T")
+
+
+def _range(lo: float | None = None, hi: float | None = None, default: Any = MISSING) -> Any:
+    """A dataclass field whose value must lie in [lo, hi]."""
+    return field(default=default, metadata={"min": lo, "max": hi})
+
+
+@dataclass(frozen=True)
+class SyntheticParams:
+    """Size and structure of the embedded synthetic Amazon 2018 data set."""
+
+    seed: int = 0
+    users: int = _range(10, default=4000)
+    items: int = _range(10, default=1200)
+    interactions: int = _range(10, default=60000)  # reviews written, before any filtering
+    genres: int = _range(1, default=12)
+    platforms: int = _range(1, default=5)
+    brands: int = _range(1, default=60)
+    start_year: int = _range(1996, 2030, default=2008)
+    end_year: int = _range(1996, 2030, default=2018)
+    genre_focus: float = _range(0.0, 1.0, default=0.85)  # share of a user's reviews in their genres
+    platform_focus: float = _range(0.0, 1.0, default=0.85)  # share on the user's own platforms
+    popularity_exponent: float = _range(0.0, 3.0, default=1.0)  # Zipf-like skew of item popularity
+    also_view_size: int = _range(0, default=12)
+    missing_price: float = _range(0.0, 1.0, default=0.33)
+    missing_meta: float = _range(0.0, 1.0, default=0.02)  # reviewed items without a metadata line
+    duplicate_meta: float = _range(0.0, 1.0, default=0.03)  # metadata lines written twice
+    foreign_also_view: float = _range(0.0, 1.0, default=0.05)  # also_view ids not in the catalogue
+    html_description: float = _range(0.0, 1.0, default=0.2)
+
+    def __post_init__(self) -> None:
+        if self.start_year > self.end_year:
+            raise GamerecError(
+                f"params: synthetic.start_year = {self.start_year} is after "
+                f"synthetic.end_year = {self.end_year}; expected start_year <= end_year"
+            )
+
+
+@dataclass(frozen=True)
+class TextParams:
+    """Tokenizer and vocabulary of item descriptions (title plus description)."""
+
+    min_count: int = _range(1, default=2)
+    max_vocab: int = _range(1, default=20000)
+    max_tokens: int = _range(1, default=64)  # tokens kept per item, in text order
+
+
+@dataclass(frozen=True)
+class PrepareParams:
+    """How raw files become encoded, filtered and split interactions."""
+
+    raw_dir: str = "data/raw/synthetic"
+    min_interactions: int = _range(1, default=5)  # k of the k-core, for users and items alike
+    split: Literal["leave_last_out", "global_time"] = "leave_last_out"
+    val_quantile: float = _range(0.0, 1.0, default=0.8)  # global_time: val starts at this time quantile
+    test_quantile: float = _range(0.0, 1.0, default=0.9)  # global_time: test starts here
+    max_bad_fraction: float = _range(0.0, 1.0, default=0.01)  # corrupt lines tolerated per file
+    text: TextParams = field(default_factory=TextParams)
+
+    def __post_init__(self) -> None:
+        if self.val_quantile >= self.test_quantile:
+            raise GamerecError(
+                f"params: prepare.val_quantile = {self.val_quantile} must be below "
+                f"prepare.test_quantile = {self.test_quantile}"
+            )
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    return {bool: "true or false", int: "an integer", float: "a number", str: "a string"}.get(
+        tp, getattr(tp, "__name__", str(tp))
+    )
+
+
+def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> Any:
+    """Check one value against its declared type and range; return it converted."""
+    if is_dataclass(tp):
+        return parse(tp, value, key)
+    if typing.get_origin(tp) is Literal:
+        allowed = typing.get_args(tp)
+        if value not in allowed:
+            raise GamerecError(f"params: {key} = {value!r} is not valid; expected {_type_name(tp)}")
+        return value
+    ok = {
+        bool: isinstance(value, bool),
+        int: isinstance(value, int) and not isinstance(value, bool),
+        float: isinstance(value, (int, float)) and not isinstance(value, bool),
+        str: isinstance(value, str),
+    }.get(tp, True)
+    if not ok:
+        raise GamerecError(f"params: {key} = {value!r} is not valid; expected {_type_name(tp)}")
+    if tp is float:
+        value = float(value)
+    lo, hi = meta.get("min"), meta.get("max")
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        bounds = f"between {lo} and {hi}" if lo is not None and hi is not None else (
+            f"at least {lo}" if lo is not None else f"at most {hi}"
+        )
+        raise GamerecError(f"params: {key} = {value!r} is out of range; expected {bounds}")
+    return value
+
+
+def parse(cls: type[T], raw: Any, section: str) -> T:
+    """Build dataclass `cls` from the mapping `raw` (the params group `section`), validating it.
+
+    Missing keys take the dataclass default; unknown keys are errors with a suggestion.
+    """
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise GamerecError(f"params: {section} must be a mapping of keys to values, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in fields(cls)]
+    for key in raw:
+        if key not in names:
+            close = difflib.get_close_matches(str(key), names, n=1)
+            hint = f"; did you mean {section}.{close[0]}?" if close else ""
+            raise GamerecError(
+                f"params: unknown key {section}.{key}{hint} (known: {', '.join(names)})"
+            )
+    values = {
+        f.name: _convert(f"{section}.{f.name}", raw[f.name], hints[f.name], f.metadata)
+        for f in fields(cls)
+        if f.name in raw
+    }
+    return cls(**values)
+
+
+def read_params(path: Path = PARAMS_FILE) -> dict[str, Any]:
+    """Read params.yaml as a plain mapping, with a one-line error if it is missing or bad."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise GamerecError(f"{path}: not found; run the stage from the repository root") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark is not None else ""
+        raise GamerecError(f"{path}{where}: not valid YAML ({getattr(exc, 'problem', exc)})") from None
+    if not isinstance(data, dict):
+        raise GamerecError(f"{path}: expected a mapping of param groups, got {type(data).__name__}")
+    return data
+
+
+def load(cls: type[T], section: str, path: Path = PARAMS_FILE) -> T:
+    """Read and validate one params group of params.yaml."""
+    return parse(cls, read_params(path).get(section), section)

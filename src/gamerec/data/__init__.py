@@ -1,0 +1,1 @@
+"""Raw Amazon readers, the synthetic generator and the prepare step."""

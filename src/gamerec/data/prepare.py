@@ -1,0 +1,244 @@
+"""Raw frames to the prepared data set every later stage reads.
+
+Order matters and is the protocol: dedupe (user, item) keeping the earliest review, k-core
+filter, temporal split, drop evaluation rows of users unseen in train, then encode. Encoders
+give index 0 to "unknown", so every table and CSR matrix below has a row 0 with empty
+features and arrays can be indexed by the encoded id directly.
+
+Files written to the prepared folder (see `write_prepared`):
+  interactions.parquet  user, item, timestamp, rating, split ("train" | "val" | "test")
+  users.parquet         user, user_id                       (row 0: unknown)
+  items.parquet         item, item_id, title, brand, brand_name, price, price_missing
+  text.npz              indptr, indices: title + description token ids per item (CSR)
+  also_view.npz         indptr, indices: item -> also-viewed items in the catalogue (CSR)
+  vocab.json            {"brands": [...], "tokens": [...]}, index 0 = "<unk>"
+  stats.json            encoder sizes, price standardisation, split counts
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gamerec.config import PrepareParams
+from gamerec.data.readers import RawData
+from gamerec.errors import GamerecError
+from gamerec.text import UNKNOWN, build_vocabulary, encode_csr, tokenize
+
+SPLITS = ("train", "val", "test")
+
+
+@dataclass
+class Prepared:
+    """Everything `prepare` produces, in memory; `write_prepared` puts it on disk."""
+
+    interactions: pd.DataFrame
+    users: pd.DataFrame
+    items: pd.DataFrame
+    brands: list[str]
+    tokens: list[str]
+    text: tuple[np.ndarray, np.ndarray]
+    also_view: tuple[np.ndarray, np.ndarray]
+    stats: dict[str, Any]
+    report: dict[str, Any]
+
+
+def dedupe_interactions(df: pd.DataFrame) -> pd.DataFrame:
+    """Keep each (user, item) pair once, at its earliest review; ties keep file order."""
+    df = df.sort_values("timestamp", kind="stable")
+    return df.drop_duplicates(["user_id", "item_id"], keep="first")
+
+
+def k_core(df: pd.DataFrame, k: int) -> pd.DataFrame:
+    """Repeatedly drop users and items with fewer than `k` interactions until none are left."""
+    while True:
+        user_n = df.groupby("user_id")["item_id"].transform("size")
+        item_n = df.groupby("item_id")["user_id"].transform("size")
+        keep = (user_n >= k) & (item_n >= k)
+        if keep.all():
+            return df
+        df = df[keep]
+
+
+def split_leave_last_out(df: pd.DataFrame) -> pd.Series:
+    """Each user's last interaction is test and the one before it val; the rest train.
+
+    Users with two interactions give their last to test only, users with one keep it in
+    train, so every evaluated user has train history. Same-time ties are broken by item id.
+    """
+    order = df.sort_values(["user_id", "timestamp", "item_id"], kind="stable")
+    from_end = order.groupby("user_id").cumcount(ascending=False)
+    size = order.groupby("user_id")["item_id"].transform("size")
+    split = np.where(
+        (from_end == 0) & (size >= 2), "test", np.where((from_end == 1) & (size >= 3), "val", "train")
+    )
+    return pd.Series(split, index=order.index).reindex(df.index)
+
+
+def split_global_time(df: pd.DataFrame, val_quantile: float, test_quantile: float) -> pd.Series:
+    """Split at two global time points, so no evaluated interaction precedes a train one."""
+    t_val, t_test = np.quantile(df["timestamp"].to_numpy(), [val_quantile, test_quantile])
+    ts = df["timestamp"].to_numpy()
+    split = np.where(ts >= t_test, "test", np.where(ts >= t_val, "val", "train"))
+    return pd.Series(split, index=df.index)
+
+
+def _csr_from_pairs(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
+    """CSR (indptr, indices) from pairs already sorted by row."""
+    indptr = np.zeros(n_rows + 1, dtype=np.int64)
+    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
+    return indptr, cols.astype(np.int32)
+
+
+def also_view_csr(items: pd.DataFrame, item_index: pd.Index) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+    """Item-to-item CSR of also_view links between catalogue items.
+
+    `items` has one row per catalogue item in encoded order (row 0 unknown). Links to ids
+    outside the catalogue and self-links are dropped; repeated links count once, in list
+    order. Returns the CSR and the number of links dropped as unknown.
+    """
+    pairs = items[["item", "also_view"]].explode("also_view").dropna(subset=["also_view"])
+    dst = item_index.get_indexer(pairs["also_view"].astype(str)) + 1  # -1 (unknown) becomes 0
+    src = pairs["item"].to_numpy(dtype=np.int64)
+    unknown = int((dst == 0).sum())
+    links = pd.DataFrame({"src": src, "dst": dst})
+    links = links[(links.dst > 0) & (links.dst != links.src)].drop_duplicates()
+    links = links.sort_values("src", kind="stable")
+    return _csr_from_pairs(links.src.to_numpy(), links.dst.to_numpy(), len(items)), unknown
+
+
+def _encode(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Codes 1..n for the sorted distinct values (0 stays free for unknown)."""
+    index = pd.Index(np.sort(values.unique()))
+    return index.get_indexer(values) + 1, index
+
+
+def prepare(raw: RawData, params: PrepareParams) -> Prepared:
+    """Dedupe, filter, split and encode raw frames into a `Prepared` data set."""
+    raw_count = len(raw.interactions)
+    df = dedupe_interactions(raw.interactions)
+    duplicates = raw_count - len(df)
+    df = k_core(df, params.min_interactions)
+    if df.empty:
+        raise GamerecError(
+            f"prepare.min_interactions = {params.min_interactions} leaves no interactions of "
+            f"{raw_count} in {params.raw_dir}; lower it"
+        )
+    after_k_core = len(df)
+    if params.split == "leave_last_out":
+        df = df.assign(split=split_leave_last_out(df))
+    else:
+        df = df.assign(split=split_global_time(df, params.val_quantile, params.test_quantile))
+    train_users = df.loc[df.split == "train", "user_id"].unique()
+    df = df[df.user_id.isin(train_users)]  # evaluation needs users the model has seen
+    cold = after_k_core - len(df)
+
+    user_codes, user_index = _encode(df["user_id"])
+    item_codes, item_index = _encode(df["item_id"])
+    interactions = pd.DataFrame(
+        {
+            "user": user_codes.astype(np.int32),
+            "item": item_codes.astype(np.int32),
+            "timestamp": df["timestamp"].to_numpy(dtype=np.int64),
+            "rating": df["rating"].to_numpy(dtype=np.float32),
+            "split": pd.Categorical(df["split"], categories=SPLITS),
+        }
+    ).sort_values(["user", "timestamp", "item"], kind="stable", ignore_index=True)
+    users = pd.DataFrame(
+        {"user": np.arange(len(user_index) + 1, dtype=np.int32), "user_id": ["", *user_index]}
+    )
+
+    meta = raw.items.drop_duplicates("item_id", keep="first")
+    duplicate_meta = len(raw.items) - len(meta)
+    catalogue = pd.DataFrame({"item_id": ["", *item_index]})
+    items = catalogue.merge(meta, on="item_id", how="left", validate="one_to_one")
+    has_meta = items["item_id"].isin(meta["item_id"]).to_numpy()
+    items["item"] = np.arange(len(items), dtype=np.int32)
+    for col in ("title", "brand", "description"):
+        items[col] = items[col].fillna("").astype(str)
+    items["also_view"] = items["also_view"].apply(lambda v: v if isinstance(v, list) else [])
+    items["price"] = items["price"].astype(np.float64)
+    items["price_missing"] = items["price"].isna()
+    items.loc[0, "price_missing"] = True
+
+    brand_names = items["brand"].str.strip()
+    brands = [UNKNOWN, *sorted(set(brand_names[brand_names != ""]))]
+    brand_codes = pd.Index(brands).get_indexer(brand_names)
+    items["brand"] = np.where(brand_names == "", 0, brand_codes).astype(np.int32)
+    items["brand_name"] = brand_names
+
+    docs = [tokenize(f"{t} {d}") for t, d in zip(items["title"], items["description"])]
+    docs[0] = []
+    tokens = build_vocabulary(docs, params.text.min_count, params.text.max_vocab)
+    text = encode_csr(docs, tokens, params.text.max_tokens)
+    also_view, also_view_unknown = also_view_csr(items, item_index)
+
+    log_price = np.log1p(items.loc[~items.price_missing, "price"].to_numpy())
+    real = slice(1, None)  # coverage is over catalogue items, not the unknown row
+    n_items = len(item_index)
+    coverage = {
+        "price": float((~items.price_missing[real]).mean()),
+        "brand": float((items.brand[real] > 0).mean()),
+        "description": float((items.description[real].str.strip() != "").mean()),
+        "also_view": float((np.diff(also_view[0])[real] > 0).mean()),
+    }
+    splits = {s: int((interactions.split == s).sum()) for s in SPLITS}
+    stats = {
+        "num_users": len(users),
+        "num_items": len(items),
+        "num_brands": len(brands),
+        "num_tokens": len(tokens),
+        "log_price_mean": float(log_price.mean()) if len(log_price) else 0.0,
+        "log_price_std": float(log_price.std()) if len(log_price) > 1 else 1.0,
+        "split": params.split,
+        "splits": splits,
+    }
+    report = {
+        "interactions": len(interactions),
+        "users": len(user_index),
+        "items": n_items,
+        "splits": splits,
+        "coverage": coverage,
+        "cleaning": {
+            "raw_interactions": raw_count,
+            "duplicate_interactions": duplicates,
+            "dropped_by_k_core": raw_count - duplicates - after_k_core,
+            "dropped_cold_eval_rows": cold,
+            "duplicate_metadata_lines": duplicate_meta,
+            "items_without_metadata": int((~has_meta[real]).sum()),
+            "also_view_unknown_ids": also_view_unknown,
+        },
+        "raw": raw.report,
+    }
+    columns = ["item", "item_id", "title", "brand", "brand_name", "price", "price_missing"]
+    return Prepared(
+        interactions=interactions,
+        users=users,
+        items=items[columns],
+        brands=brands,
+        tokens=tokens,
+        text=text,
+        also_view=also_view,
+        stats=stats,
+        report=report,
+    )
+
+
+def write_prepared(prepared: Prepared, out_dir: Path) -> None:
+    """Write a `Prepared` data set into the (new) folder `out_dir`."""
+    out_dir.mkdir(parents=True)
+    prepared.interactions.to_parquet(out_dir / "interactions.parquet", index=False)
+    prepared.users.to_parquet(out_dir / "users.parquet", index=False)
+    prepared.items.to_parquet(out_dir / "items.parquet", index=False)
+    for name, (indptr, indices) in (("text", prepared.text), ("also_view", prepared.also_view)):
+        np.savez(out_dir / f"{name}.npz", indptr=indptr, indices=indices)
+    for name, obj in (
+        ("vocab", {"brands": prepared.brands, "tokens": prepared.tokens}),
+        ("stats", prepared.stats),
+    ):
+        (out_dir / f"{name}.json").write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")

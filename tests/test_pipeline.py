@@ -1,0 +1,184 @@
+"""End to end: the real `dvc repro` in a temporary git repository, and stage scripts as users run them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+REAL = REPO.parent / "shared" / "data" / "real"
+PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
+                 ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+TINY = {"users": 300, "items": 120, "interactions": 5000}
+
+pytestmark = pytest.mark.e2e
+
+
+def env() -> dict[str, str]:
+    """The stages' `python` must be this interpreter (with gamerec installed)."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", "GIT_TERMINAL_PROMPT": "0"}
+
+
+def run(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(args, cwd=cwd, env=env(), capture_output=True, text=True, timeout=600)
+
+
+def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    return run(cwd, sys.executable, "-m", "dvc", *args)
+
+
+def edit_params(repo: Path, **groups: dict) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for group, values in groups.items():
+        params[group].update(values)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def make_repo(root: Path) -> Path:
+    """A fresh git + DVC repository holding the project's files, with tiny synthetic params."""
+    repo = root / "repo"
+    for name in PROJECT_FILES:
+        src, dst = REPO / name, repo / name
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst)
+    edit_params(repo, synthetic=TINY)
+    for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
+                ["git", "config", "user.name", "CI"], ["git", "add", "-A"],
+                ["git", "commit", "-q", "-m", "init"]):
+        assert run(repo, *cmd).returncode == 0, cmd
+    return repo
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    repo = make_repo(tmp_path_factory.mktemp("e2e"))
+    result = dvc(repo, "repro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    return repo
+
+
+def test_repro_builds_outputs_and_reports_data(repo):
+    data = json.loads((repo / "metrics/data.json").read_text())
+    assert data["interactions"] == sum(data["splits"].values()) > 0
+    assert data["splits"]["test"] == data["splits"]["val"] == data["users"]  # leave-last-out
+    assert 0.5 < data["coverage"]["price"] < 0.8  # about a third missing by design
+    assert all(0 < v <= 1 for v in data["coverage"].values())
+    assert data["cleaning"]["duplicate_metadata_lines"] > 0
+    for name in ("interactions.parquet", "items.parquet", "users.parquet", "text.npz",
+                 "also_view.npz", "vocab.json", "stats.json"):
+        assert (repo / "data/prepared" / name).is_file()
+    assert not list((repo / "data").glob(".*.tmp"))  # atomic writes left no temporaries
+
+
+def test_second_repro_has_nothing_to_run(repo):
+    result = dvc(repo, "repro")
+    assert result.returncode == 0
+    assert "Running stage" not in result.stdout
+    assert "up to date" in result.stdout
+    # outputs are ignored by git: the only new file is the lock
+    status = run(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout.split("\n")
+    assert [line for line in status if line] == ["?? dvc.lock"]
+
+
+def test_metrics_show_lists_the_data_report(repo):
+    result = dvc(repo, "metrics", "show", "--json")
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout)
+    flat = json.dumps(shown)
+    assert "metrics/data.json" in flat and "coverage" in flat
+
+
+def test_missing_raw_dir_stops_dvc_with_one_line(repo):
+    edit_params(repo, prepare={"raw_dir": "data/raw/nope"})
+    try:
+        result = dvc(repo, "repro", "prepare")
+    finally:
+        run(repo, "git", "checkout", "params.yaml")
+    out = result.stdout + result.stderr
+    assert result.returncode != 0
+    assert "error: data/raw/nope" in out and "Traceback" not in out
+
+
+@pytest.mark.skipif(not (REAL / "gift_cards_2018").exists(), reason="no ../shared/data/real/gift_cards_2018")
+def test_real_gift_cards_give_nonzero_coverage(tmp_path):
+    repo = make_repo(tmp_path)
+    shutil.copytree(REAL / "gift_cards_2018", repo / "data/raw/gift_cards")
+    result = dvc(repo, "exp", "run", "-S", "prepare.raw_dir=data/raw/gift_cards")
+    assert result.returncode == 0, result.stdout + result.stderr
+    data = json.loads((repo / "metrics/data.json").read_text())
+    assert data["raw"]["format"] == "amazon2018"
+    assert data["users"] > 100 and data["items"] > 50
+    assert all(data["coverage"][k] > 0 for k in ("price", "brand", "description", "also_view"))
+
+
+# Stage scripts run directly, as `dvc repro` runs them, in a scratch folder of our own.
+
+
+def stage(tmp_path: Path, name: str, **prepare: object) -> subprocess.CompletedProcess:
+    params = {"prepare": {"min_interactions": 1, **prepare}, "synthetic": TINY}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return run(tmp_path, sys.executable, str(REPO / "stages" / f"{name}.py"))
+
+
+def one_line_error(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+@pytest.fixture()
+def synthetic_raw(tmp_path) -> Path:
+    assert stage(tmp_path, "synthesize").returncode == 0
+    return tmp_path / "data/raw/synthetic"
+
+
+def corrupt(path: Path, lines: list[bytes], at: int) -> None:
+    with gzip.open(path, "rb") as f:
+        records = f.read().splitlines(keepends=True)
+    records[at:at] = lines
+    with gzip.open(path, "wb") as f:
+        f.writelines(records)
+
+
+def test_corrupt_line_is_counted_below_threshold(tmp_path, synthetic_raw):
+    corrupt(synthetic_raw / "Video_Games_5.json.gz", [b'{"reviewerID": "A1", "asin": \n'], at=3)
+    assert stage(tmp_path, "prepare", raw_dir="data/raw/synthetic").returncode == 0
+    files = json.loads((tmp_path / "metrics/data.json").read_text())["raw"]["files"]
+    assert files["Video_Games_5.json.gz"]["bad_lines"] == 1
+    assert files["Video_Games_5.json.gz"]["first_bad_line"] == 4
+
+
+def test_corrupt_lines_past_threshold_stop_the_stage(tmp_path, synthetic_raw):
+    corrupt(synthetic_raw / "Video_Games_5.json.gz", [b"not json\n", b"\xff\xfe\n"], at=0)
+    line = one_line_error(stage(tmp_path, "prepare", raw_dir="data/raw/synthetic", max_bad_fraction=0.0))
+    assert "Video_Games_5.json.gz" in line and "prepare.max_bad_fraction" in line
+    assert not (tmp_path / "data/prepared").exists() and not (tmp_path / "metrics").exists()
+
+
+def test_missing_folder_and_unknown_format_are_one_line_errors(tmp_path):
+    line = one_line_error(stage(tmp_path, "prepare", raw_dir="data/raw/absent"))
+    assert "data/raw/absent" in line
+    odd = tmp_path / "data/raw/odd"
+    odd.mkdir(parents=True)
+    (odd / "games.parquet").write_bytes(b"PAR1")
+    line = one_line_error(stage(tmp_path, "prepare", raw_dir="data/raw/odd"))
+    assert "games.parquet" in line and "2014" in line and "2018" in line and "2023" in line
+
+
+def test_bad_param_is_a_one_line_error(tmp_path):
+    line = one_line_error(stage(tmp_path, "prepare", split="random"))
+    assert "prepare.split = 'random'" in line and "leave_last_out" in line
