@@ -1,0 +1,157 @@
+"""The two-tower model: a user tower and an item tower that meet in a dot product.
+
+The model returns the two towers' embeddings; losses live in `training.py` (as in TorchRec's
+retrieval example), so one model serves the BCE losses of out_batch/also_view and the batch
+softmax of in_batch. Item features (brand, price, description tokens) are stored in the
+item tower as buffers, so a checkpoint alone can embed any catalogue item.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+
+@dataclass
+class ModelConfig:
+    """Architecture and encoder sizes; saved in the checkpoint to rebuild the model."""
+
+    num_users: int
+    num_items: int
+    num_brands: int
+    num_tokens: int
+    dim: int = 32  # output embedding size of both towers
+    hidden: list[int] = field(default_factory=lambda: [64])  # MLP hidden layer sizes
+    dropout: float = 0.1
+    normalize: bool = True  # score = cosine / temperature instead of a raw dot product
+    temperature: float = 0.1
+
+
+def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
+    """Linear layers with ReLU and dropout between them; the last layer is linear."""
+    layers: list[nn.Module] = []
+    for size in hidden:
+        layers += [nn.Linear(in_dim, size), nn.ReLU(), nn.Dropout(dropout)]
+        in_dim = size
+    layers.append(nn.Linear(in_dim, out_dim))
+    return nn.Sequential(*layers)
+
+
+def csr_bags(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Gather CSR `rows` as EmbeddingBag input: (flat token ids, per-row offsets). No Python loop."""
+    starts, ends = indptr[rows], indptr[rows + 1]
+    lengths = ends - starts
+    offsets = torch.cumsum(lengths, 0) - lengths
+    total = int(lengths.sum())
+    # position of each gathered token = its row's start + its rank inside the row
+    rank = torch.arange(total, device=rows.device) - torch.repeat_interleave(offsets, lengths, output_size=total)
+    flat = indices[torch.repeat_interleave(starts, lengths, output_size=total) + rank]
+    return flat, offsets
+
+
+@dataclass
+class ItemFeatures:
+    """Per-item feature arrays indexed by encoded item id (row 0 = unknown, empty)."""
+
+    brand: np.ndarray  # int, 0 = no brand
+    log_price_z: np.ndarray  # float, standardised log(1 + price); 0 where missing
+    price_missing: np.ndarray  # bool
+    text_indptr: np.ndarray  # CSR of description token ids
+    text_indices: np.ndarray
+
+
+class UserTower(nn.Module):
+    """User id embedding, then an MLP."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.embedding = nn.Embedding(cfg.num_users, cfg.dim)
+        self.mlp = mlp(cfg.dim, cfg.hidden, cfg.dim, cfg.dropout)
+
+    def forward(self, users: torch.Tensor) -> torch.Tensor:
+        return self.mlp(self.embedding(users))
+
+
+class ItemTower(nn.Module):
+    """Item id + brand embeddings, price features and a description bag, then an MLP."""
+
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
+        super().__init__()
+        self.item = nn.Embedding(cfg.num_items, cfg.dim)
+        self.brand = nn.Embedding(cfg.num_brands, cfg.dim, padding_idx=0)
+        self.price = nn.Linear(2, cfg.dim)
+        self.text = nn.EmbeddingBag(cfg.num_tokens, cfg.dim, mode="mean", padding_idx=0)
+        self.mlp = mlp(4 * cfg.dim, cfg.hidden, cfg.dim, cfg.dropout)
+        n = cfg.num_items
+        if features is None:  # shapes only; a checkpoint's state_dict fills them in
+            features = ItemFeatures(
+                np.zeros(n, np.int64), np.zeros(n, np.float32), np.ones(n, bool),
+                np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
+            )
+        self.register_buffer("brand_of", torch.as_tensor(features.brand, dtype=torch.long))
+        price = np.stack([features.log_price_z, features.price_missing], axis=1)
+        self.register_buffer("price_of", torch.as_tensor(price, dtype=torch.float32))
+        self.register_buffer("text_indptr", torch.as_tensor(features.text_indptr, dtype=torch.long))
+        self.register_buffer("text_indices", torch.as_tensor(features.text_indices, dtype=torch.long))
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # The token CSR's length depends on the data; adopt the checkpoint's before copying.
+        key = prefix + "text_indices"
+        if key in state_dict:
+            self.text_indices = torch.empty_like(state_dict[key])
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        flat, offsets = csr_bags(self.text_indptr, self.text_indices, items.reshape(-1))
+        parts = [
+            self.item(items),
+            self.brand(self.brand_of[items]),
+            self.price(self.price_of[items]),
+            self.text(flat, offsets).reshape(*items.shape, -1),
+        ]
+        return self.mlp(torch.cat(parts, dim=-1))
+
+
+class TwoTower(nn.Module):
+    """User and item towers; `score` turns their embeddings into logits."""
+
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
+        super().__init__()
+        self.config = cfg
+        self.user_tower = UserTower(cfg)
+        self.item_tower = ItemTower(cfg, features)
+
+    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of `users` and `items`, L2-normalised when the config says so."""
+        return self.embed_users(users), self.embed_items(items)
+
+    def embed_users(self, users: torch.Tensor) -> torch.Tensor:
+        u = self.user_tower(users)
+        return F.normalize(u, dim=-1) if self.config.normalize else u
+
+    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
+        i = self.item_tower(items)
+        return F.normalize(i, dim=-1) if self.config.normalize else i
+
+    def logit_scale(self) -> float:
+        """Scores are dot products times this (1 / temperature for normalised embeddings)."""
+        return 1.0 / self.config.temperature if self.config.normalize else 1.0
+
+    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Logits of (user, item) pairs, elementwise."""
+        u, i = self(users, items)
+        return (u * i).sum(-1) * self.logit_scale()
+
+    def checkpoint(self) -> dict:
+        """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""
+        return {"config": asdict(self.config), "state_dict": self.state_dict()}
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "TwoTower":
+        model = cls(ModelConfig(**ckpt["config"]))
+        model.load_state_dict(ckpt["state_dict"])
+        return model
