@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 REPO = Path(__file__).resolve().parents[1]
-REAL = REPO.parent / "shared" / "data" / "real"
+from conftest import REAL_DATA as REAL
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
                  ".dvc/config", ".dvc/.gitignore", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}

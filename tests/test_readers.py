@@ -17,7 +17,7 @@ from gamerec.data.readers import (
 )
 from gamerec.errors import GamerecError
 
-REAL = Path("/work/shared/data/real")
+from conftest import REAL_DATA as REAL
 
 
 # --- helpers --------------------------------------------------------------------------------
