@@ -1,10 +1,30 @@
-"""Shared test settings."""
+"""Shared test settings and fixtures."""
 
 import os
 from pathlib import Path
+
+import pytest
 
 # Small real public samples live beside the repository (never inside it); tests that use
 # them skip cleanly when the folder is absent.
 REAL_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "real"
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+@pytest.fixture(scope="session")
+def prepared_dir(tmp_path_factory) -> Path:
+    """A tiny prepared data set, built by the real generator, reader and prepare step."""
+    from gamerec.config import PrepareParams, SyntheticParams
+    from gamerec.data import synthetic
+    from gamerec.data.prepare import prepare, write_prepared
+    from gamerec.data.readers import read_raw
+
+    root = tmp_path_factory.mktemp("tiny")
+    raw = root / "raw"
+    raw.mkdir()
+    tiny = SyntheticParams(users=300, items=120, interactions=5000, genres=4, platforms=3, brands=12)
+    synthetic.generate(tiny, raw)
+    prepared = prepare(read_raw(raw), PrepareParams(raw_dir=str(raw)))
+    write_prepared(prepared, root / "prepared")
+    return root / "prepared"

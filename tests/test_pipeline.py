@@ -18,6 +18,7 @@ from conftest import REAL_DATA as REAL
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
                  ".dvc/config", ".dvc/.gitignore", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}
+TINY_TRAIN = {"epochs": 2, "batch_size": 256}
 
 pytestmark = pytest.mark.e2e
 
@@ -36,10 +37,13 @@ def dvc(cwd: Path, *args: str) -> subprocess.CompletedProcess:
     return run(cwd, sys.executable, "-m", "dvc", *args)
 
 
-def edit_params(repo: Path, **groups: dict) -> None:
+def edit_params(repo: Path, **groups: object) -> None:
     params = yaml.safe_load((repo / "params.yaml").read_text())
     for group, values in groups.items():
-        params[group].update(values)
+        if isinstance(values, dict):
+            params[group].update(values)
+        else:
+            params[group] = values
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
@@ -53,7 +57,7 @@ def make_repo(root: Path) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
-    edit_params(repo, synthetic=TINY)
+    edit_params(repo, synthetic=TINY, train=TINY_TRAIN, sampler="in_batch")
     for cmd in (["git", "init", "-q"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "CI"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "init"]):
@@ -90,6 +94,51 @@ def test_second_repro_has_nothing_to_run(repo):
     # outputs are ignored by git: the only new file is the lock
     status = run(repo, "git", "status", "--porcelain", "--untracked-files=all").stdout.split("\n")
     assert [line for line in status if line] == ["?? dvc.lock"]
+
+
+def test_stage_list_shows_one_stage_per_sampler(repo):
+    stages = dvc(repo, "stage", "list").stdout
+    for name in ("sample_negatives@out_batch", "sample_negatives@in_batch", "sample_negatives@also_view", "train"):
+        assert name in stages
+
+
+def test_repro_builds_every_negative_set_and_a_loadable_model(repo):
+    import torch
+
+    for name in ("out_batch", "in_batch", "also_view"):
+        manifest = json.loads((repo / "data/negatives" / name / "manifest.json").read_text())
+        assert manifest["sampler"] == name
+        assert json.loads((repo / "metrics/sampling" / f"{name}.json").read_text())["examples"] > 0
+    ckpt = torch.load(repo / "models/model.pt", weights_only=True)
+    assert ckpt["sampler"] == "in_batch" and ckpt["config"]["num_items"] > 1
+    assert (repo / "dvclive/plots/metrics/loss.tsv").is_file()
+    train = json.loads((repo / "metrics/train.json").read_text())
+    assert train["sampler"] == "in_batch" and 0 <= train["val_recall@10"] <= 1
+
+
+def test_switching_sampler_reruns_only_train(repo):
+    for sampler in ("also_view", "in_batch"):
+        result = dvc(repo, "exp", "run", "-S", f"sampler={sampler}")
+        assert result.returncode == 0, result.stdout + result.stderr
+        ran = [line for line in result.stdout.splitlines() if line.startswith("Running stage")]
+        cached = [line for line in result.stdout.splitlines() if "is cached - skipping run" in line]
+        # train runs (or, back on a sampler seen before, comes from DVC's run cache); nothing else
+        assert ran + cached in (["Running stage 'train':"], ["Stage 'train' is cached - skipping run, checking out outputs"]), result.stdout
+        assert torch_load_sampler(repo) == sampler
+
+
+def torch_load_sampler(repo: Path) -> str:
+    import torch
+
+    return torch.load(repo / "models/model.pt", weights_only=True)["sampler"]
+
+
+def test_unknown_sampler_is_a_one_line_error_listing_valid_names(repo):
+    result = dvc(repo, "exp", "run", "-S", "sampler=foo")
+    run(repo, "git", "checkout", "params.yaml")
+    errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    assert errors == ["error: params: sampler = 'foo' is not valid; expected one of out_batch, in_batch, also_view"]
 
 
 def test_metrics_show_lists_the_data_report(repo):

@@ -87,6 +87,92 @@ class PrepareParams:
             )
 
 
+SAMPLERS = ("out_batch", "in_batch", "also_view")
+
+
+@dataclass(frozen=True)
+class OutBatchParams:
+    """Random negatives from the training catalogue, as in the older project."""
+
+    negatives: int = _range(1, default=4)  # per positive
+    distribution: Literal["uniform", "popularity"] = "uniform"
+    alpha: float = _range(0.0, 2.0, default=0.75)  # popularity**alpha when distribution=popularity
+    balance: Literal["weight", "oversample", "none"] = "weight"  # how positives match negatives
+
+
+@dataclass(frozen=True)
+class InBatchParams:
+    """Batch softmax: the batch's other positives are the negatives."""
+
+    mixed_negatives: int = _range(0, default=0)  # extra uniform items shared by a batch (0 = off)
+
+
+@dataclass(frozen=True)
+class AlsoViewParams:
+    """Hard negatives from the also_view lists of each positive item."""
+
+    negatives: int = _range(1, default=4)  # cap of hard negatives per positive
+    top_up: bool = True  # fill short lists with uniform negatives up to `negatives`
+    balance: Literal["weight", "oversample", "none"] = "weight"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Params group `sampling`: one sub-group per sampler and a shared seed."""
+
+    seed: int = 0
+    out_batch: OutBatchParams = field(default_factory=OutBatchParams)
+    in_batch: InBatchParams = field(default_factory=InBatchParams)
+    also_view: AlsoViewParams = field(default_factory=AlsoViewParams)
+
+
+@dataclass(frozen=True)
+class ModelParams:
+    """Params group `model`: two-tower architecture (see gamerec.model.ModelConfig)."""
+
+    dim: int = _range(1, default=32)
+    hidden: list[int] = field(default_factory=lambda: [64], metadata={"min": 1})  # MLP layer sizes
+    dropout: float = _range(0.0, 0.95, default=0.1)
+    normalize: bool = True
+    temperature: float = _range(1e-4, 100.0, default=0.1)
+
+
+@dataclass(frozen=True)
+class TrainParams:
+    """Params group `train`: the optimisation loop."""
+
+    seed: int = 0
+    epochs: int = _range(1, default=20)
+    batch_size: int = _range(2, default=512)
+    lr: float = _range(0.0, 10.0, default=0.005)
+    weight_decay: float = _range(0.0, 1.0, default=0.0)
+    patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
+    k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
+    logq: bool = True  # in_batch: subtract log sampling probability from each logit
+    eval_memory_mb: int = _range(1, default=512)  # cap of the score matrix while ranking
+
+
+def load_sampler(path: Path = PARAMS_FILE) -> str:
+    """The `sampler` param, checked against the known names and the `samplers` list."""
+    params = read_params(path)
+    samplers = load_samplers(path)
+    name = params.get("sampler")
+    if name not in samplers:
+        raise GamerecError(f"params: sampler = {name!r} is not valid; expected one of {', '.join(samplers)}")
+    return name
+
+
+def load_samplers(path: Path = PARAMS_FILE) -> list[str]:
+    """The `samplers` list that `dvc.yaml` builds negatives for, each a known sampler name."""
+    samplers = read_params(path).get("samplers")
+    if not isinstance(samplers, list) or not samplers:
+        raise GamerecError(f"params: samplers = {samplers!r} is not valid; expected a list of {', '.join(SAMPLERS)}")
+    for name in samplers:
+        if name not in SAMPLERS:
+            raise GamerecError(f"params: samplers has {name!r}; expected names from {', '.join(SAMPLERS)}")
+    return samplers
+
+
 def _type_name(tp: Any) -> str:
     if typing.get_origin(tp) is Literal:
         return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
@@ -99,6 +185,11 @@ def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
     """Check one value against its declared type and range; return it converted."""
     if is_dataclass(tp):
         return parse(tp, value, key)
+    if typing.get_origin(tp) is list:
+        (inner,) = typing.get_args(tp)
+        if not isinstance(value, list):
+            raise GamerecError(f"params: {key} = {value!r} is not valid; expected a list of {_type_name(inner)}s")
+        return [_convert(f"{key}[{i}]", v, inner, meta) for i, v in enumerate(value)]
     if typing.get_origin(tp) is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:

@@ -15,6 +15,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gamerec import csr
+
 
 @dataclass
 class ModelConfig:
@@ -39,18 +41,6 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequ
         in_dim = size
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
-
-
-def csr_bags(indptr: torch.Tensor, indices: torch.Tensor, rows: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Gather CSR `rows` as EmbeddingBag input: (flat token ids, per-row offsets). No Python loop."""
-    starts, ends = indptr[rows], indptr[rows + 1]
-    lengths = ends - starts
-    offsets = torch.cumsum(lengths, 0) - lengths
-    total = int(lengths.sum())
-    # position of each gathered token = its row's start + its rank inside the row
-    rank = torch.arange(total, device=rows.device) - torch.repeat_interleave(offsets, lengths, output_size=total)
-    flat = indices[torch.repeat_interleave(starts, lengths, output_size=total) + rank]
-    return flat, offsets
 
 
 @dataclass
@@ -106,12 +96,14 @@ class ItemTower(nn.Module):
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
-        flat, offsets = csr_bags(self.text_indptr, self.text_indices, items.reshape(-1))
+        flat_items = items.reshape(-1)
+        owner, tokens = csr.gather(self.text_indptr, self.text_indices, flat_items)
+        offsets = torch.searchsorted(owner, torch.arange(len(flat_items), device=items.device))
         parts = [
             self.item(items),
             self.brand(self.brand_of[items]),
             self.price(self.price_of[items]),
-            self.text(flat, offsets).reshape(*items.shape, -1),
+            self.text(tokens, offsets).reshape(*items.shape, -1),
         ]
         return self.mlp(torch.cat(parts, dim=-1))
 

@@ -1,0 +1,110 @@
+import json
+import math
+
+import pandas as pd
+import pytest
+import torch
+
+from gamerec.config import SamplingParams, TrainParams
+from gamerec.metrics import recall_at_k
+from gamerec.model import ModelConfig, TwoTower
+from gamerec.retrieval import top_k
+from gamerec.samplers import load_train_positives, sample
+from gamerec.training import (
+    Examples,
+    bce_loss,
+    fit,
+    holdout,
+    in_batch_logits,
+    in_batch_softmax_loss,
+    item_features,
+)
+
+U = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
+I = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+
+
+def test_in_batch_loss_masks_accidental_hit_by_hand():
+    # rows 0 and 2 share item 5: row 0 must not treat column 2 as a negative, nor row 2 column 0
+    items = torch.tensor([5, 7, 5])
+    loss = in_batch_softmax_loss(U, I, items, scale=1.0)
+    # logits [[1,0,x],[0,1,1],[x,1,1]] with x masked
+    expected = (math.log(1 + math.exp(-1)) + (math.log(1 + 2 * math.e) - 1) + math.log(2)) / 3
+    assert float(loss) == pytest.approx(expected, abs=1e-6)
+    unmasked = (math.log(1 + 2 * math.exp(-1)) + (math.log(1 + 2 * math.e) - 1) + math.log(3)) / 3
+    assert float(in_batch_softmax_loss(U, I, torch.tensor([5, 7, 9]), scale=1.0)) == pytest.approx(unmasked, abs=1e-6)
+
+
+def test_logq_shifts_each_logit_by_minus_log_q():
+    items = torch.tensor([1, 2, 3])
+    log_q = torch.log(torch.tensor([0.5, 0.3, 0.2]))
+    plain = in_batch_logits(U, I, items, scale=2.0)
+    corrected = in_batch_logits(U, I, items, scale=2.0, log_q=log_q)
+    assert torch.allclose(corrected - plain, -log_q.expand(3, 3))
+
+
+def test_mixed_negatives_are_extra_columns_with_hits_masked():
+    items = torch.tensor([1, 2, 3])
+    extra = torch.tensor([[1.0, 1.0], [2.0, 0.0]])
+    logits = in_batch_logits(U, I, items, 1.0, extra_emb=extra, extra_items=torch.tensor([9, 2]), extra_log_q=0.5)
+    assert logits.shape == (3, 5)
+    assert logits[0, 3] == pytest.approx(1.0 - 0.5) and logits[1, 4] == float("-inf")
+
+
+def test_bce_weights_balance_positives():
+    logits, labels = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
+    assert float(bce_loss(logits, labels, torch.tensor([2.0, 1.0, 1.0]))) == pytest.approx(math.log(2))
+    logits = torch.tensor([2.0, -1.0])
+    manual = (3 * math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 4
+    assert float(bce_loss(logits, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 1.0]))) == pytest.approx(manual)
+
+
+def test_top_k_excludes_train_items_and_unknown_and_chunks_agree():
+    user_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    item_emb = torch.tensor([[9.0, 9.0], [3.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 2.0]])
+    exclude = (torch.tensor([0, 1, 1]), torch.tensor([1]))  # user row 0 bought item 1
+    top = top_k(user_emb, item_emb, exclude, k=2, memory_mb=1)
+    assert top.tolist() == [[2, 3], [3, 4]] or top.tolist() == [[2, 4], [3, 4]]
+    assert 0 not in top and 1 not in top[0]
+    tiny = top_k(user_emb, item_emb, exclude, k=2, memory_mb=1e-6)  # one user per chunk
+    assert torch.equal(top, tiny)
+    targets = (torch.tensor([0, 1, 2]), torch.tensor([2, 1]))
+    assert recall_at_k(top, targets, 2) == pytest.approx(0.5)
+
+
+def build(prepared_dir, sampler, seed=0, **train):
+    stats = json.loads((prepared_dir / "stats.json").read_text())
+    negatives = sample(sampler, load_train_positives(prepared_dir), SamplingParams())
+    ex = Examples.from_frame(negatives.examples, negatives.manifest)
+    val = holdout(pd.read_parquet(prepared_dir / "interactions.parquet"), "val")
+    torch.manual_seed(seed)
+    cfg = ModelConfig(stats["num_users"], stats["num_items"], stats["num_brands"], stats["num_tokens"], dim=16)
+    model = TwoTower(cfg, item_features(prepared_dir, stats))
+    params = TrainParams(**{"seed": seed, "epochs": 4, "batch_size": 128, "patience": 10, **train})
+    return model, ex, val, params
+
+
+@pytest.mark.parametrize("sampler", ["out_batch", "in_batch", "also_view"])
+def test_short_training_lowers_the_loss(prepared_dir, sampler):
+    model, ex, val, params = build(prepared_dir, sampler)
+    result = fit(model, ex, val, params, progress=False)
+    losses = [row["loss"] for row in result.history]
+    assert losses[-1] < losses[0] * 0.95
+    assert 1 <= result.best_epoch <= 4 and 0 <= result.best_recall <= 1
+
+
+def test_same_seed_gives_identical_weights(prepared_dir):
+    runs = []
+    for _ in range(2):
+        model, ex, val, params = build(prepared_dir, "in_batch", epochs=2)
+        runs.append(fit(model, ex, val, params, progress=False).state_dict)
+    assert runs[0].keys() == runs[1].keys()
+    assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
+
+
+def test_early_stopping_keeps_the_best_epoch(prepared_dir):
+    model, ex, val, params = build(prepared_dir, "in_batch", epochs=30, patience=1, lr=0.05)
+    result = fit(model, ex, val, params, progress=False)
+    recalls = [row["val_recall@10"] for row in result.history]
+    assert result.best_recall == max(recalls) and recalls[result.best_epoch - 1] == max(recalls)
+    assert len(recalls) < 30 or result.best_epoch == 30
