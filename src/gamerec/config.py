@@ -152,6 +152,17 @@ class TrainParams:
     eval_memory_mb: int = _range(1, default=512)  # cap of the score matrix while ranking
 
 
+@dataclass(frozen=True)
+class EvaluateParams:
+    """Params group `evaluate`: the fixed test protocol, the same for every sampler."""
+
+    seed: int = 0  # draws the sampled negatives of the AUC/accuracy pairs
+    negatives: int = _range(1, default=100)  # never-interacted items per test positive
+    k: list[int] = field(default_factory=lambda: [10, 50], metadata={"min": 1})  # cutoffs of recall/ndcg/hit_rate
+    curve_max_k: int = _range(1, default=100)  # recall@K plot for K = 1..curve_max_k
+    memory_mb: int = _range(1, default=512)  # cap of each chunk of the user x catalogue score matrix
+
+
 def load_sampler(path: Path = PARAMS_FILE) -> str:
     """The `sampler` param, checked against the known names and the `samplers` list."""
     params = read_params(path)

@@ -1,8 +1,8 @@
 """Full-catalogue scoring: chunked matrix products and top-k, under a memory cap.
 
-Every user is scored against every catalogue item, a chunk of users at a time, so the score
-matrix never exceeds `memory_mb`. Items a user must not be recommended (their train items,
-and item 0, "unknown") are set to -inf before the top-k.
+Every user is scored against every catalogue item, a chunk of users at a time, so no
+score matrix exceeds `memory_mb`. Items a user must not be recommended (their train items,
+and item 0, "unknown") are set to -inf before ranking.
 """
 
 from __future__ import annotations
@@ -13,9 +13,12 @@ import torch
 
 from gamerec import csr
 
+# Ranking a chunk holds its scores plus a same-sized copy and a comparison mask.
+_RANK_COPIES = 3
+
 
 def chunk_rows(num_items: int, memory_mb: float) -> int:
-    """Users per chunk so that one float32 chunk of scores stays under `memory_mb`."""
+    """Rows per chunk so that one float32 chunk of scores stays under `memory_mb`."""
     return max(1, int(memory_mb * 2**20) // (4 * max(num_items, 1)))
 
 
@@ -49,8 +52,38 @@ def top_k(
     memory_mb: float = 512,
 ) -> torch.Tensor:
     """Indices of the k best items per user row, best first, excluded items never returned."""
+    return rank_and_top_k(user_emb, item_emb, exclude, None, k, memory_mb)[1]
+
+
+def rank_and_top_k(
+    user_emb: torch.Tensor,
+    item_emb: torch.Tensor,
+    exclude: tuple[torch.Tensor, torch.Tensor],
+    targets: tuple[torch.Tensor, torch.Tensor] | None,
+    k: int,
+    memory_mb: float = 512,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of each target among its user's non-excluded items, and each user's top k.
+
+    `targets` is a CSR whose row r lists user row r's held-out items; the returned ranks
+    (1 = best) follow its flattened order. A target's rank counts the items scoring higher,
+    plus those scoring the same with a smaller id, so ties never make a rank ambiguous.
+    """
     k = min(k, len(item_emb) - 1)
-    out = torch.empty(len(user_emb), k, dtype=torch.long)
-    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb):
-        out[rows] = torch.topk(scores, k, dim=1).indices
-    return out
+    top = torch.empty(len(user_emb), k, dtype=torch.long)
+    ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
+    item_ids = torch.arange(len(item_emb))
+    step = chunk_rows(len(item_emb), memory_mb / _RANK_COPIES)
+    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb / _RANK_COPIES):
+        top[rows] = torch.topk(scores, k, dim=1).indices
+        if targets is None:
+            continue
+        owner, items = csr.gather(*targets, torch.arange(rows.start, rows.stop))
+        first = int(targets[0][rows.start])
+        for part in range(0, len(items), step):  # users with many targets: bound the copies too
+            o, t = owner[part : part + step], items[part : part + step]  # o: row within the chunk
+            row_scores = scores[o]
+            mine = row_scores.gather(1, t[:, None])
+            better = (row_scores > mine) | ((row_scores == mine) & (item_ids[None, :] < t[:, None]))
+            ranks[first + part : first + part + len(t)] = 1 + better.sum(1)
+    return ranks, top

@@ -99,15 +99,20 @@ def load_train_positives(prepared_dir: Path) -> TrainPositives:
 
 
 @dataclass
-class _TrainIndex:
-    """What every sampler derives from the positives once."""
+class InteractionIndex:
+    """What every sampler derives from the positives once (see `interaction_index`)."""
 
     seen: np.ndarray  # sorted unique int64 keys user * num_items + item
     counts: np.ndarray  # int64 train count per item index (popularity)
     catalogue: np.ndarray  # int32 items with >= 1 train interaction, ascending
 
 
-def _index(positives: TrainPositives, with_seen: bool = True) -> _TrainIndex:
+def interaction_index(positives: TrainPositives, with_seen: bool = True) -> InteractionIndex:
+    """Seen (user, item) keys, item counts and the catalogue of the given interactions.
+
+    Built from the train positives for sampling; `evaluate` builds one over every split to
+    draw items a user never interacted with.
+    """
     users = np.asarray(positives.users, dtype=np.int64)
     items = np.asarray(positives.items, dtype=np.int64)
     seen = np.zeros(0, dtype=np.int64)
@@ -116,11 +121,11 @@ def _index(positives: TrainPositives, with_seen: bool = True) -> _TrainIndex:
         seen = seen[np.concatenate([[True], seen[1:] != seen[:-1]])]
     counts = np.bincount(items, minlength=positives.num_items).astype(np.int64)
     catalogue = np.flatnonzero(counts).astype(np.int32)
-    return _TrainIndex(seen, counts, catalogue[catalogue > 0])
+    return InteractionIndex(seen, counts, catalogue[catalogue > 0])
 
 
-def _is_seen(seen: np.ndarray, users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
-    """Boolean mask: did each user interact with the paired item in train?"""
+def is_seen(seen: np.ndarray, users: np.ndarray, items: np.ndarray, num_items: int) -> np.ndarray:
+    """Boolean mask: is each (user, item) pair among the sorted `seen` keys?"""
     if not len(seen) or not len(users):
         return np.zeros(len(users), dtype=bool)
     keys = users.astype(np.int64) * num_items + items
@@ -131,7 +136,7 @@ def _is_seen(seen: np.ndarray, users: np.ndarray, items: np.ndarray, num_items: 
 
 def draw_unseen(
     users: np.ndarray,
-    index: _TrainIndex,
+    index: InteractionIndex,
     num_items: int,
     rng: np.random.Generator,
     cdf: np.ndarray | None = None,
@@ -160,7 +165,7 @@ def draw_unseen(
             pick = np.searchsorted(cdf, rng.random(len(todo)) * cdf[-1], side="right")
             np.minimum(pick, len(cat) - 1, out=pick)
         cand = cat[pick]
-        hit = _is_seen(index.seen, users[todo], cand, num_items)
+        hit = is_seen(index.seen, users[todo], cand, num_items)
         rejected += int(hit.sum())
         items[todo[~hit]] = cand[~hit]
         todo = todo[hit]
@@ -252,7 +257,7 @@ def sample(name: str, positives: TrainPositives, params: SamplingParams) -> Nega
 
 def out_batch(positives: TrainPositives, params: OutBatchParams, rng: np.random.Generator) -> Negatives:
     """`negatives` random unseen catalogue items per positive, uniform or ~ popularity**alpha."""
-    index = _index(positives)
+    index = interaction_index(positives)
     users = np.asarray(positives.users, dtype=np.int64)
     n, k = len(users), params.negatives
     cdf = None
@@ -277,7 +282,7 @@ def in_batch(positives: TrainPositives, params: InBatchParams) -> Negatives:
     The batch's other positives are the negatives (softmax loss); log_q lets the train loop
     correct the popularity bias of that implicit sampling (Yi et al. 2019).
     """
-    index = _index(positives, with_seen=False)
+    index = interaction_index(positives, with_seen=False)
     items = np.asarray(positives.items, dtype=np.int64)
     n = len(items)
     log_q = np.log(index.counts[items] / n) if n else np.zeros(0)
@@ -306,7 +311,7 @@ def also_view(positives: TrainPositives, params: AlsoViewParams, rng: np.random.
     false negatives in the older project. At most `negatives` per positive, chosen at random
     when there are more; with top_up, short lists are filled with uniform unseen items.
     """
-    index = _index(positives)
+    index = interaction_index(positives)
     users = np.asarray(positives.users, dtype=np.int64)
     items = np.asarray(positives.items, dtype=np.int64)
     n, k, num_items = len(users), params.negatives, positives.num_items
@@ -329,7 +334,7 @@ def also_view(positives: TrainPositives, params: AlsoViewParams, rng: np.random.
         candidates += len(cand)
         keep = (cand != items[group]) & (cand > 0) & (cand < num_items)
         group, cand = group[keep], cand[keep]
-        seen = _is_seen(index.seen, users[group], cand, num_items)
+        seen = is_seen(index.seen, users[group], cand, num_items)
         dropped += int(seen.sum())
         group, cand = group[~seen], cand[~seen]
         # Random subset of size <= k per positive: random key, sort within group, keep rank < k.

@@ -23,9 +23,9 @@ from tqdm import tqdm
 from gamerec import csr
 from gamerec.config import TrainParams
 from gamerec.errors import GamerecError
-from gamerec.metrics import recall_at_k
+from gamerec.metrics import ranking_metrics
 from gamerec.model import ItemFeatures, TwoTower
-from gamerec.retrieval import top_k
+from gamerec.retrieval import rank_and_top_k
 
 
 @dataclass
@@ -171,9 +171,10 @@ def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -
     model.eval()
     user_emb = model.embed_users(val.users)
     item_emb = model.embed_items(torch.arange(model.config.num_items))
-    top = top_k(user_emb, item_emb, val.exclude, k, memory_mb)
+    ranks, _ = rank_and_top_k(user_emb, item_emb, val.exclude, val.targets, k, memory_mb)
     model.train()
-    return recall_at_k(top, val.targets, k)
+    owner = csr.gather(*val.targets, torch.arange(len(val.users)))[0]
+    return ranking_metrics(ranks, owner, len(val.users), [k])[f"recall@{k}"]
 
 
 @dataclass

@@ -1,0 +1,167 @@
+"""The fixed evaluation protocol: one test set for every sampler, and its baselines.
+
+Everything here depends only on the prepared data and the `evaluate` params, never on the
+sampler, so the metrics of two experiments are comparable with `dvc metrics diff`:
+
+- ranking: each test user's held-out items ranked over the full catalogue, their train and
+  validation items excluded (recall@K, ndcg@K, hit_rate@K, mrr, coverage@10);
+- pairs: each test positive against `negatives` items the user never interacted with, drawn
+  once with `seed` (auc); accuracy on a 1:1 subset at the threshold that is best on the same
+  construction over validation (score scales differ between losses, so the threshold is
+  learned, not fixed at 0);
+- hard pairs: test positives against their also_view items the user never interacted with
+  (auc_also_view).
+
+A scorer is a function from user ids to user embeddings plus an embedding per item, so the
+two-tower model and the popularity baseline go through exactly the same code.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from gamerec import csr, metrics
+from gamerec.config import EvaluateParams
+from gamerec.errors import GamerecError
+from gamerec.retrieval import rank_and_top_k
+from gamerec.samplers import InteractionIndex, TrainPositives, draw_unseen, interaction_index, is_seen
+from gamerec.training import Holdout, holdout
+
+COVERAGE_K = 10
+
+
+@dataclass
+class Pairs:
+    """Positive (user row, item) pairs and negative (user row, item) pairs to score."""
+
+    pos_rows: torch.Tensor
+    pos_items: torch.Tensor
+    neg_rows: torch.Tensor
+    neg_items: torch.Tensor
+
+
+@dataclass
+class Split:
+    """One evaluation split: what to rank and which pairs to score."""
+
+    holdout: Holdout
+    owner: torch.Tensor  # user row of each held-out item, in the targets CSR order
+    sampled: Pairs  # each held-out item against its sampled never-interacted items
+    balanced: Pairs  # each held-out item against its first sampled negative only (1:1)
+
+
+@dataclass
+class EvalData:
+    """Everything the protocol needs, loaded once and shared by every scorer."""
+
+    test: Split
+    val: Split
+    also_view: Pairs
+    popularity: torch.Tensor  # train interactions per item
+    catalogue_items: int
+
+
+def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: InteractionIndex,
+           num_items: int, negatives: int, rng: np.random.Generator) -> Split:
+    ho = holdout(interactions, name, hide)
+    owner, items = csr.gather(*ho.targets, torch.arange(len(ho.users)))
+    neg_rows = owner.repeat_interleave(negatives)
+    drawn, ok, _ = draw_unseen(ho.users[neg_rows].numpy(), index, num_items, rng)
+    neg_rows, neg_items = neg_rows[torch.from_numpy(ok)], torch.from_numpy(drawn[ok]).long()
+    first = torch.from_numpy(np.flatnonzero(ok) % negatives == 0)  # each positive's first draw
+    return Split(
+        holdout=ho,
+        owner=owner,
+        sampled=Pairs(owner, items, neg_rows, neg_items),
+        balanced=Pairs(owner, items, neg_rows[first], neg_items[first]),
+    )
+
+
+def _also_view_pairs(split: Split, also_view: tuple[torch.Tensor, torch.Tensor], index: InteractionIndex,
+                     num_items: int) -> Pairs:
+    """Held-out items against their also_view items that the user never interacted with."""
+    pos_rows, pos_items = split.sampled.pos_rows, split.sampled.pos_items
+    which, items = csr.gather(*also_view, pos_items)
+    rows = pos_rows[which]
+    users = split.holdout.users[rows].numpy()
+    keep = ~is_seen(index.seen, users, items.numpy(), num_items) & (items != pos_items[which]).numpy()
+    keep_t = torch.from_numpy(keep)
+    has = torch.zeros(len(pos_items), dtype=torch.bool)
+    has[which[keep_t]] = True
+    return Pairs(pos_rows[has], pos_items[has], rows[keep_t], items[keep_t])
+
+
+def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
+    """Build the fixed test and validation pairs from the prepared data and `params.seed`."""
+    try:
+        stats = json.loads((prepared_dir / "stats.json").read_text())
+        interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+        with np.load(prepared_dir / "also_view.npz") as z:
+            also_view = (torch.from_numpy(z["indptr"]).long(), torch.from_numpy(z["indices"]).long())
+    except FileNotFoundError as exc:
+        raise GamerecError(f"{prepared_dir}: prepared data incomplete ({exc.filename} missing); run `dvc repro prepare`") from None
+    num_items = stats["num_items"]
+    everything = TrainPositives(interactions.user.to_numpy(), interactions.item.to_numpy(), num_items, *also_view)
+    index = interaction_index(everything)  # "never interacted" means in any split
+    rng = np.random.default_rng(params.seed)
+    test = _split("test", ("train", "val"), interactions, index, num_items, params.negatives, rng)
+    val = _split("val", ("train",), interactions, index, num_items, params.negatives, rng)
+    train_items = interactions.item[interactions.split == "train"].to_numpy()
+    return EvalData(
+        test=test,
+        val=val,
+        also_view=_also_view_pairs(test, also_view, index, num_items),
+        popularity=torch.from_numpy(np.bincount(train_items, minlength=num_items)).double(),
+        catalogue_items=num_items - 1,
+    )
+
+
+@dataclass
+class Report:
+    """A scorer's metrics and the curves behind the plots."""
+
+    metrics: dict[str, float]
+    roc: tuple[list[float], list[float]]  # (fpr grid, tpr)
+    recall_curve: list[float]  # recall@K for K = 1..curve_max_k
+
+
+def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -> tuple[torch.Tensor, torch.Tensor]:
+    score = lambda rows, items: (user_emb[rows] * item_emb[items]).sum(-1)
+    return score(pairs.pos_rows, pairs.pos_items), score(pairs.neg_rows, pairs.neg_items)
+
+
+UserEmbedder = Callable[[torch.Tensor], torch.Tensor]
+
+
+@torch.no_grad()
+def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, params: EvaluateParams) -> Report:
+    """Every metric of the protocol for one scorer (score = user embedding . item embedding)."""
+    test, val = data.test, data.val
+    test_emb, val_emb = embed_users(test.holdout.users), embed_users(val.holdout.users)
+    depth = max([*params.k, params.curve_max_k, COVERAGE_K])
+    ranks, top = rank_and_top_k(test_emb, item_emb, test.holdout.exclude, test.holdout.targets, depth, params.memory_mb)
+    n_users = len(test.holdout.users)
+    result = metrics.ranking_metrics(ranks, test.owner, n_users, params.k)
+    result[f"coverage@{COVERAGE_K}"] = metrics.coverage(top[:, :COVERAGE_K], data.catalogue_items)
+
+    pos, neg = _pair_scores(test_emb, item_emb, test.sampled)
+    result["auc"] = metrics.auc(pos, neg)
+    threshold = metrics.best_threshold(*_pair_scores(val_emb, item_emb, val.balanced))
+    result["accuracy"] = metrics.accuracy(*_pair_scores(test_emb, item_emb, test.balanced), threshold)
+    result["auc_also_view"] = metrics.auc(*_pair_scores(test_emb, item_emb, data.also_view))
+    result["users_evaluated"] = n_users
+    result["catalogue_items"] = data.catalogue_items
+    curve = metrics.recall_curve(ranks, test.owner, n_users, params.curve_max_k)
+    return Report(result, metrics.roc_points(pos, neg), curve)
+
+
+def popularity_scorer(data: EvalData) -> tuple[UserEmbedder, torch.Tensor]:
+    """Every user gets the same scores: log(1 + train interactions) of each item."""
+    return (lambda users: torch.ones(len(users), 1, dtype=torch.double)), torch.log1p(data.popularity)[:, None]

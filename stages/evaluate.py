@@ -1,0 +1,59 @@
+"""Stage `evaluate`: the fixed test protocol for the trained model and the popularity baseline (params `evaluate`)."""
+
+from pathlib import Path
+
+import torch
+
+from gamerec import config
+from gamerec.cli import run_stage
+from gamerec.errors import GamerecError
+from gamerec.evaluation import Report, evaluate, load_eval_data, popularity_scorer
+from gamerec.io import atomic_path, write_json
+from gamerec.model import TwoTower
+
+PREPARED = Path("data/prepared")
+MODEL = Path("models/model.pt")
+METRICS = Path("metrics/eval.json")
+PLOTS = Path("plots")
+
+
+def _rounded(metrics: dict) -> dict:
+    # 6 decimals: enough to compare runs, few enough to keep float noise out of diffs
+    return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
+
+
+def write_plots(model: Report, popularity: Report, out_dir: Path) -> None:
+    """ROC of the test pairs and recall@K for K = 1..max, model beside the baseline."""
+    out_dir.mkdir(parents=True)
+    fpr, tpr = model.roc
+    _, pop_tpr = popularity.roc
+    rows = [f"{f:.4f},{t:.6f},{p:.6f}" for f, t, p in zip(fpr, tpr, pop_tpr)]
+    (out_dir / "roc.csv").write_text("fpr,model,popularity\n" + "\n".join(rows) + "\n")
+    rows = [f"{k},{m:.6f},{p:.6f}" for k, (m, p) in enumerate(zip(model.recall_curve, popularity.recall_curve), 1)]
+    (out_dir / "recall_at_k.csv").write_text("k,model,popularity\n" + "\n".join(rows) + "\n")
+
+
+def main() -> None:
+    params = config.load(config.EvaluateParams, "evaluate")
+    if not MODEL.is_file():
+        raise GamerecError(f"{MODEL}: no trained model; run `dvc repro train` first")
+    model = TwoTower.from_checkpoint(torch.load(MODEL, weights_only=True)).eval()
+    data = load_eval_data(PREPARED, params)
+    with torch.no_grad():
+        item_emb = model.embed_items(torch.arange(model.config.num_items))
+        report = evaluate(model.embed_users, item_emb, data, params)
+    baseline = evaluate(*popularity_scorer(data), data, params)
+    result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
+    with atomic_path(PLOTS) as tmp:
+        write_plots(report, baseline, tmp)
+    write_json(METRICS, result)
+    k = params.k[0]
+    print(
+        f"evaluate: {result['users_evaluated']} users, {result['catalogue_items']} items; model recall@{k} "
+        f"{result[f'recall@{k}']:.4f} ndcg@{k} {result[f'ndcg@{k}']:.4f} auc {result['auc']:.4f}; popularity "
+        f"recall@{k} {baseline.metrics[f'recall@{k}']:.4f} ndcg@{k} {baseline.metrics[f'ndcg@{k}']:.4f}"
+    )
+
+
+if __name__ == "__main__":
+    run_stage(main)
