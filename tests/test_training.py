@@ -7,7 +7,6 @@ import torch
 
 from gamerec.config import SamplingParams, TrainParams
 from gamerec.model import ModelConfig, TwoTower
-from gamerec.retrieval import top_k
 from gamerec.samplers import load_train_positives, sample
 from gamerec.training import (
     Examples,
@@ -56,17 +55,6 @@ def test_bce_weights_balance_positives():
     logits = torch.tensor([2.0, -1.0])
     manual = (3 * math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 4
     assert float(bce_loss(logits, torch.tensor([1.0, 0.0]), torch.tensor([3.0, 1.0]))) == pytest.approx(manual)
-
-
-def test_top_k_excludes_train_items_and_unknown_and_chunks_agree():
-    user_emb = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
-    item_emb = torch.tensor([[9.0, 9.0], [3.0, 0.0], [2.0, 0.0], [0.0, 3.0], [0.0, 2.0]])
-    exclude = (torch.tensor([0, 1, 1]), torch.tensor([1]))  # user row 0 bought item 1
-    top = top_k(user_emb, item_emb, exclude, k=2, memory_mb=1)
-    assert top.tolist() == [[2, 3], [3, 4]] or top.tolist() == [[2, 4], [3, 4]]
-    assert 0 not in top and 1 not in top[0]
-    tiny = top_k(user_emb, item_emb, exclude, k=2, memory_mb=1e-6)  # one user per chunk
-    assert torch.equal(top, tiny)
 
 
 def build(prepared_dir, sampler, seed=0, **train):

@@ -1,0 +1,74 @@
+"""Each metric against hand-computed cases."""
+
+import math
+
+import pytest
+import torch
+
+from gamerec import metrics
+
+T = torch.tensor
+
+
+def test_single_target_per_user_by_hand():
+    # user 0: held-out item at rank 1, user 1: rank 3, user 2: rank 12, user 3: no held-out item
+    ranks, owner = T([1, 3, 12]), T([0, 1, 2])
+    m = metrics.ranking_metrics(ranks, owner, n_users=4, ks=[2, 10])
+    assert m["recall@2"] == pytest.approx(1 / 3)  # user 3 is skipped, not counted as a miss
+    assert m["hit_rate@10"] == pytest.approx(2 / 3)
+    assert m["recall@10"] == pytest.approx(2 / 3)
+    assert m["ndcg@10"] == pytest.approx((1 + 1 / math.log2(4) + 0) / 3)
+    assert m["ndcg@2"] == pytest.approx(1 / 3)
+    assert m["mrr"] == pytest.approx((1 + 1 / 3 + 1 / 12) / 3)
+
+
+def test_several_targets_per_user_by_hand():
+    # user 0 holds out 3 items ranked 1, 4, 20; user 1 holds out one ranked 2
+    ranks, owner = T([1, 4, 20, 2]), T([0, 0, 0, 1])
+    m = metrics.ranking_metrics(ranks, owner, n_users=2, ks=[5])
+    assert m["recall@5"] == pytest.approx((2 / 3 + 1) / 2)
+    idcg0 = 1 + 1 / math.log2(3) + 1 / math.log2(4)
+    dcg0 = 1 + 1 / math.log2(5)
+    assert m["ndcg@5"] == pytest.approx((dcg0 / idcg0 + 1 / math.log2(3)) / 2)
+    assert m["hit_rate@5"] == 1.0
+    assert m["mrr"] == pytest.approx((1 + 1 / 2) / 2)
+
+
+def test_no_user_with_targets_gives_zeros_not_nan():
+    m = metrics.ranking_metrics(T([], dtype=torch.long), T([], dtype=torch.long), n_users=3, ks=[10])
+    assert m == {"recall@10": 0.0, "ndcg@10": 0.0, "hit_rate@10": 0.0, "mrr": 0.0}
+
+
+def test_recall_curve_matches_recall_at_each_k():
+    ranks, owner = T([1, 4, 20, 2, 7]), T([0, 0, 0, 1, 3])
+    curve = metrics.recall_curve(ranks, owner, n_users=5, max_k=25)
+    assert len(curve) == 25
+    for k in (1, 2, 4, 7, 20, 25):
+        assert curve[k - 1] == pytest.approx(metrics.ranking_metrics(ranks, owner, 5, [k])[f"recall@{k}"])
+
+
+def test_coverage_counts_distinct_real_items():
+    top = T([[1, 2, 3], [3, 2, 1], [4, 1, 0]])
+    assert metrics.coverage(top, catalogue_items=10) == pytest.approx(0.4)
+
+
+def test_auc_with_ties_counts_half():
+    # positives 3, 1; negatives 1, 0: pairs (3>1),(3>0),(1=1 half),(1>0) -> 3.5/4
+    assert metrics.auc(T([3.0, 1.0]), T([1.0, 0.0])) == pytest.approx(3.5 / 4)
+    assert math.isnan(metrics.auc(T([1.0]), T([])))
+
+
+def test_threshold_and_accuracy_by_hand():
+    pos, neg = T([0.9, 0.8, 0.5]), T([0.1, 0.4, 0.85])
+    threshold = metrics.best_threshold(pos, neg)
+    # predict positive above 0.4: all positives right, negatives 0.1 and 0.4 right, 0.85 wrong
+    # (above 0.1 gets 4/6, above 0.85 gets 4/6)
+    assert threshold == pytest.approx(0.4)
+    assert metrics.accuracy(pos, neg, threshold) == pytest.approx(5 / 6)
+    assert metrics.accuracy(pos, neg, 1.0) == pytest.approx(3 / 6)  # everything negative
+
+
+def test_roc_points_on_a_fixed_grid():
+    fpr, tpr = metrics.roc_points(T([0.9, 0.8]), T([0.1, 0.85]), grid=11)
+    assert fpr[0] == 0.0 and fpr[-1] == 1.0 and len(tpr) == 11
+    assert tpr[-1] == 1.0 and all(a <= b for a, b in zip(tpr, tpr[1:]))
