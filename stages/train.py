@@ -11,16 +11,17 @@ from dvclive import Live
 from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
-from gamerec.io import atomic_path, write_json
+from gamerec.io import atomic_path, fingerprint, write_json
 from gamerec.model import ModelConfig, TwoTower
 from gamerec.samplers import read_negatives
-from gamerec.training import Examples, fit, holdout, item_features
+from gamerec.training import Examples, Resume, fit, holdout, item_features
 
 PREPARED = Path("data/prepared")
 NEGATIVES = Path("data/negatives")
 MODEL = Path("models/model.pt")
 LIVE_DIR = Path("dvclive")
 METRICS = Path("metrics/train.json")
+STATE = Path("models/train_state.pt")  # end-of-epoch state of an unfinished run (not a DVC output)
 
 
 def main() -> None:
@@ -40,6 +41,8 @@ def main() -> None:
         num_brands=stats["num_brands"], num_tokens=stats["num_tokens"], **asdict(model_params),
     )
     model = TwoTower(cfg, item_features(PREPARED, stats))
+    made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
+    resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None
     with atomic_path(LIVE_DIR) as live_dir, Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
 
         def log_epoch(row: dict) -> None:
@@ -48,7 +51,7 @@ def main() -> None:
                     live.log_metric(name, value)
             live.next_step()
 
-        result = fit(model, examples, val, params, on_epoch=log_epoch)
+        result = fit(model, examples, val, params, on_epoch=log_epoch, resume=resume)
 
     model.load_state_dict(result.state_dict)
     summary = {
@@ -61,6 +64,7 @@ def main() -> None:
     with atomic_path(MODEL) as tmp:
         torch.save({**model.checkpoint(), "sampler": sampler, "best_epoch": result.best_epoch}, tmp)
     write_json(METRICS, summary)
+    STATE.unlink(missing_ok=True)  # finished: nothing left to resume
     print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s")
 
 

@@ -12,6 +12,11 @@ def test_defaults_and_nested_group():
     assert p.split == "leave_last_out"
 
 
+def test_raw_dir_inside_the_repo_or_absolute():
+    assert config.parse(PrepareParams, {"raw_dir": "data/raw/../raw/x"}, "prepare").raw_dir == "data/raw/../raw/x"
+    assert config.parse(PrepareParams, {"raw_dir": "/srv/amazon"}, "prepare").raw_dir == "/srv/amazon"
+
+
 def test_int_is_accepted_for_float():
     assert config.parse(SyntheticParams, {"genre_focus": 1}, "synthetic").genre_focus == 1.0
 
@@ -27,6 +32,8 @@ def test_int_is_accepted_for_float():
         ({"text": {"max_vocab": True}}, "prepare.text.max_vocab = True is not valid; expected an integer"),
         ({"val_quantile": 0.9, "test_quantile": 0.8}, "prepare.val_quantile = 0.9 must be below prepare.test_quantile = 0.8"),
         ([1, 2], "prepare must be a mapping"),
+        ({"raw_dir": "../shared/data"}, "prepare.raw_dir = '../shared/data' points outside the repository"),
+        ({"raw_dir": "data/../../x"}, "points outside the repository"),
     ],
 )
 def test_bad_values_name_key_value_and_allowed(raw, message):

@@ -214,12 +214,12 @@ def test_also_view_balance(balance):
     check_contract(neg, pos, 2, balance)
 
 
-def test_also_view_chunking_gives_the_same_examples(monkeypatch):
+def test_also_view_chunking_gives_the_same_examples():
     pos = positives(AV_PAIRS, num_items=10, also=ALSO)
     params = AlsoViewParams(negatives=2)
     whole = also_view(pos, params, np.random.default_rng(5))
-    monkeypatch.setattr(samplers, "CHUNK_CANDIDATES", 2)
-    chunked = also_view(pos, params, np.random.default_rng(5))
+    tiny_cap = 2 * samplers.BYTES_PER_CANDIDATE / 2**20  # two candidates per chunk
+    chunked = also_view(pos, params, np.random.default_rng(5), memory_mb=tiny_cap)
     pd.testing.assert_frame_equal(whole.examples, chunked.examples)
     assert whole.report == chunked.report
 

@@ -16,5 +16,5 @@ def run_stage(main: Callable[[], None]) -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no output was written", file=sys.stderr)
+        print("interrupted: no output was half-written; rerun the stage to start again (train resumes)", file=sys.stderr)
         sys.exit(130)

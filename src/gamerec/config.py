@@ -8,6 +8,7 @@ runner prints as one line.
 from __future__ import annotations
 
 import difflib
+import os
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
@@ -80,6 +81,12 @@ class PrepareParams:
     text: TextParams = field(default_factory=TextParams)
 
     def __post_init__(self) -> None:
+        relative = Path(self.raw_dir)
+        if not relative.is_absolute() and os.path.normpath(relative).split(os.sep)[0] == "..":
+            raise GamerecError(
+                f"params: prepare.raw_dir = {self.raw_dir!r} points outside the repository; "
+                "use a folder inside it (e.g. data/raw/<name>) or an absolute path"
+            )
         if self.val_quantile >= self.test_quantile:
             raise GamerecError(
                 f"params: prepare.val_quantile = {self.val_quantile} must be below "
@@ -121,6 +128,7 @@ class SamplingParams:
     """Params group `sampling`: one sub-group per sampler and a shared seed."""
 
     seed: int = 0
+    memory_mb: float = _range(1e-6, default=256.0)  # cap of the also_view join's working arrays
     out_batch: OutBatchParams = field(default_factory=OutBatchParams)
     in_batch: InBatchParams = field(default_factory=InBatchParams)
     also_view: AlsoViewParams = field(default_factory=AlsoViewParams)
@@ -150,6 +158,7 @@ class TrainParams:
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
     logq: bool = True  # in_batch: subtract log sampling probability from each logit
     eval_memory_mb: int = _range(1, default=512)  # cap of the score matrix while ranking
+    resume: bool = True  # continue an interrupted run from its last finished epoch
 
 
 @dataclass(frozen=True)

@@ -29,7 +29,9 @@ from gamerec.config import SAMPLERS, AlsoViewParams, InBatchParams, OutBatchPara
 from gamerec.errors import GamerecError
 
 MAX_ROUNDS = 32  # redraw rounds for seen candidates; what is still seen afterwards is dropped
-CHUNK_CANDIDATES = 1 << 22  # also_view candidates gathered at once (bounds memory on big data)
+# Bytes one gathered also_view candidate costs while it is filtered (int64 owner, item, seen
+# key and random key, plus masks and sort buffers): sizes chunks under `sampling.memory_mb`.
+BYTES_PER_CANDIDATE = 64
 COLUMNS = ["user", "item", "label", "weight"]
 EXAMPLES_FILE = "examples.parquet"
 MANIFEST_FILE = "manifest.json"
@@ -250,7 +252,7 @@ def sample(name: str, positives: TrainPositives, params: SamplingParams) -> Nega
     elif name == "in_batch":
         neg = in_batch(positives, params.in_batch)
     else:
-        neg = also_view(positives, params.also_view, rng)
+        neg = also_view(positives, params.also_view, rng, params.memory_mb)
     neg.manifest["seed"] = params.seed  # the samplers themselves only see the rng
     return neg
 
@@ -304,12 +306,16 @@ def in_batch(positives: TrainPositives, params: InBatchParams) -> Negatives:
     return Negatives(examples, manifest, report)
 
 
-def also_view(positives: TrainPositives, params: AlsoViewParams, rng: np.random.Generator) -> Negatives:
+def also_view(
+    positives: TrainPositives, params: AlsoViewParams, rng: np.random.Generator, memory_mb: float = 256
+) -> Negatives:
     """Hard negatives from the positive item's also_view list, topped up with uniform ones.
 
     Candidates the user interacted with in train are dropped (and counted): keeping them made
     false negatives in the older project. At most `negatives` per positive, chosen at random
     when there are more; with top_up, short lists are filled with uniform unseen items.
+    Candidates are gathered in chunks that stay under `memory_mb`; chunking never changes
+    the result.
     """
     index = interaction_index(positives)
     users = np.asarray(positives.users, dtype=np.int64)
@@ -321,7 +327,8 @@ def also_view(positives: TrainPositives, params: AlsoViewParams, rng: np.random.
 
     # Gather candidates in chunks of positives so that long lists on big data stay bounded.
     ends = np.cumsum(lengths)
-    cuts = np.searchsorted(ends, np.arange(CHUNK_CANDIDATES, int(ends[-1]) if n else 0, CHUNK_CANDIDATES), side="right")
+    chunk = max(1, int(memory_mb * 2**20) // BYTES_PER_CANDIDATE)
+    cuts = np.searchsorted(ends, np.arange(chunk, int(ends[-1]) if n else 0, chunk), side="right")
     bounds = np.unique(np.concatenate([[0], cuts, [n]]))
     hard_group, hard_items = [], []
     dropped = candidates = 0

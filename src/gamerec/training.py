@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from tqdm import tqdm
 from gamerec import csr
 from gamerec.config import TrainParams
 from gamerec.errors import GamerecError
+from gamerec.io import atomic_path
 from gamerec.metrics import ranking_metrics
 from gamerec.model import ItemFeatures, TwoTower
 from gamerec.retrieval import rank_and_top_k
@@ -178,6 +180,26 @@ def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -
 
 
 @dataclass
+class Resume:
+    """Where `fit` keeps its end-of-epoch state, and what that state must have been made from."""
+
+    path: Path
+    fingerprint: str  # of the data and params; a state with another one is ignored
+
+
+def _save_state(resume: Resume, state: dict) -> None:
+    with atomic_path(resume.path) as tmp:
+        torch.save({**state, "fingerprint": resume.fingerprint}, tmp)
+
+
+def _load_state(resume: Resume) -> dict | None:
+    if not resume.path.is_file():
+        return None
+    state = torch.load(resume.path, weights_only=True)
+    return state if state.get("fingerprint") == resume.fingerprint else None
+
+
+@dataclass
 class TrainResult:
     """The best epoch's weights and what happened on the way there."""
 
@@ -196,11 +218,14 @@ def fit(
     params: TrainParams,
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
+    resume: Resume | None = None,
 ) -> TrainResult:
     """Adam with weight decay; stop after `patience` epochs without a better val recall@k.
 
     Deterministic for `params.seed`: the shuffles, dropout and mixed negatives all draw
-    from generators seeded here.
+    from generators seeded here. With `resume`, the state after each epoch is saved there
+    (atomically), and a run that finds a state with the same fingerprint continues after its
+    epoch and ends with the same weights as an uninterrupted run.
     """
     if len(ex) == 0:
         raise GamerecError("train: the sampler wrote no examples; check data/negatives and prepare")
@@ -209,10 +234,24 @@ def fit(
     optimizer = torch.optim.Adam(model.parameters(), lr=params.lr, weight_decay=params.weight_decay)
     best = TrainResult(copy.deepcopy(model.state_dict()), 0, -1.0)
     positives = int((ex.labels > 0).sum())
-    start, waited, train_seconds = time.perf_counter(), 0, 0.0
+    start, waited, train_seconds, first_epoch = time.perf_counter(), 0, 0.0, 1
+    state = _load_state(resume) if resume else None
+    if state is not None:  # everything that decides the next epoch, so resuming changes nothing
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["torch_rng"])
+        generator.set_state(state["generator"])
+        best = TrainResult(state["best_state"], state["best_epoch"], state["best_recall"], state["history"])
+        waited, first_epoch = state["waited"], state["epoch"] + 1
+        print(f"train: resuming after epoch {state['epoch']} from {resume.path}", file=sys.stderr)
+        for row in best.history:
+            if on_epoch:
+                on_epoch(row)
     model.train()
-    bar = tqdm(range(1, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    bar = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
+        if waited >= params.patience:
+            break
         order = torch.randperm(len(ex), generator=generator)
         total, epoch_start = 0.0, time.perf_counter()
         for idx in torch.split(order, params.batch_size):
@@ -233,8 +272,13 @@ def fit(
             waited = 0
         else:
             waited += 1
-            if waited >= params.patience:
-                break
+        if resume:
+            _save_state(resume, {
+                "epoch": epoch, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
+                "best_state": best.state_dict, "best_epoch": best.best_epoch,
+                "best_recall": best.best_recall, "history": best.history, "waited": waited,
+            })
     best.seconds = time.perf_counter() - start
     best.positives_per_second = positives * len(best.history) / max(train_seconds, 1e-9)
     return best

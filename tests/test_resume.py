@@ -1,0 +1,87 @@
+"""A killed train leaves no half checkpoint, and resuming ends with the uninterrupted weights."""
+
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from gamerec.config import SamplingParams
+from gamerec.samplers import load_train_positives, sample, write_negatives
+
+REPO = Path(__file__).resolve().parents[1]
+TRAIN = {"epochs": 5, "batch_size": 64, "patience": 100, "lr": 0.01}
+
+
+@pytest.fixture()
+def workdir(tmp_path, prepared_dir) -> Path:
+    """A scratch folder laid out as the train stage expects: prepared data and one negative set."""
+    shutil.copytree(prepared_dir, tmp_path / "data/prepared")
+    negatives = sample("in_batch", load_train_positives(prepared_dir), SamplingParams())
+    write_negatives(negatives, tmp_path / "data/negatives/in_batch")
+    params = {"samplers": ["in_batch"], "sampler": "in_batch", "model": {"dim": 16}, "train": TRAIN}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    return tmp_path
+
+
+def start_train(cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, str(REPO / "stages/train.py")], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def kill_after_first_epoch(cwd: Path, sig: int) -> subprocess.CompletedProcess:
+    proc = start_train(cwd)
+    state = cwd / "models/train_state.pt"
+    deadline = time.monotonic() + 120
+    while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.02)
+    assert proc.poll() is None, "train finished before it could be interrupted"
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=60)
+    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+
+def weights(cwd: Path) -> dict:
+    return torch.load(cwd / "models/model.pt", weights_only=True)["state_dict"]
+
+
+def finish(cwd: Path) -> subprocess.CompletedProcess:
+    result = subprocess.run([sys.executable, str(REPO / "stages/train.py")], cwd=cwd,
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr
+    return result
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["SIGKILL", "SIGINT"])
+def test_interrupted_train_resumes_to_the_same_weights(tmp_path, workdir, sig):
+    reference = tmp_path / "reference"
+    shutil.copytree(workdir, reference, ignore=shutil.ignore_patterns("reference"))
+    finish(reference)
+    assert not (reference / "models/train_state.pt").exists()  # a finished run leaves no state
+
+    killed = kill_after_first_epoch(workdir, sig)
+    assert not (workdir / "models/model.pt").exists()  # no half checkpoint, no checkpoint at all
+    assert torch.load(workdir / "models/train_state.pt", weights_only=True)["epoch"] >= 1
+    if sig == signal.SIGINT:
+        assert killed.returncode == 130 and "Traceback" not in killed.stderr
+        assert killed.stderr.strip().splitlines()[-1].startswith("interrupted:")
+
+    resumed = finish(workdir)
+    assert "resuming after epoch" in resumed.stderr
+    ref, res = weights(reference), weights(workdir)
+    assert ref.keys() == res.keys() and all(torch.equal(ref[k], res[k]) for k in ref)
+    assert (workdir / "metrics/train.json").read_text() == (reference / "metrics/train.json").read_text()
+    assert not list((workdir / "models").glob(".*.tmp"))  # stale temporaries are cleaned up
+
+
+def test_state_of_other_params_is_not_resumed(workdir):
+    kill_after_first_epoch(workdir, signal.SIGKILL)
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["lr"] = 0.02
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    assert "resuming" not in finish(workdir).stderr
