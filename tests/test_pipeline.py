@@ -280,3 +280,14 @@ def test_missing_folder_and_unknown_format_are_one_line_errors(tmp_path):
 def test_bad_param_is_a_one_line_error(tmp_path):
     line = one_line_error(stage(tmp_path, "prepare", split="random"))
     assert "prepare.split = 'random'" in line and "leave_last_out" in line
+
+
+def test_forced_repro_twice_gives_identical_outputs(tmp_path):
+    repo = make_repo(tmp_path)
+    runs = []
+    for _ in range(2):
+        result = dvc(repo, "repro", "-f")
+        assert result.returncode == 0, result.stdout + result.stderr
+        runs.append(((repo / "metrics/eval.json").read_bytes(), (repo / "dvc.lock").read_text()))
+    assert runs[0][0] == runs[1][0]  # byte for byte
+    assert runs[0][1] == runs[1][1]  # every output's hash in dvc.lock
