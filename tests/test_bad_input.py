@@ -105,7 +105,7 @@ def test_truncated_gzip_is_a_clear_error(tmp_path, monkeypatch, capsys):
 
 def test_empty_review_file_is_a_clear_error_and_empty_metadata_is_fine(tmp_path, monkeypatch, capsys):
     code, err, _ = run(tmp_path / "a", monkeypatch, capsys, {"Video_Games_5.json.gz": b""})
-    assert code == 1 and "hold no usable records" in err and "data/raw/x" in err
+    assert code == 1 and err == "error: data/raw/x: no usable review records in Video_Games_5.json.gz (empty, or every line corrupt)"
     code, _, data = run(tmp_path / "b", monkeypatch, capsys, {"Video_Games_5.json.gz": lines(GOOD), "meta_Video_Games.json.gz": b""})
     assert code == 0 and data["cleaning"]["items_without_metadata"] == 4
     assert data["coverage"] == {"price": 0.0, "brand": 0.0, "description": 0.0, "also_view": 0.0}

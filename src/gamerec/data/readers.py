@@ -226,7 +226,8 @@ def read_raw(raw_dir: str | Path, max_bad_fraction: float = 0.01) -> RawData:
         if raw_file.csv_columns is not None and "timestamp" not in raw_file.csv_columns:
             report["timestamps"] = _ROW_ORDER_NOTE
     if not interactions.lists[0]:
-        raise GamerecError(f"{raw_dir}: the review/ratings files hold no usable records")
+        names = ", ".join(f.path.name for f in files if f.kind != "meta")
+        raise GamerecError(f"{raw_dir}: no usable review records in {names} (empty, or every line corrupt)")
     return RawData(_interactions_frame(interactions), _items_frame(items), report)
 
 
