@@ -93,3 +93,10 @@ def test_popularity_baseline_matches_a_brute_force_ranking(data, interactions):
     assert m["users_evaluated"] == len(data.test.holdout.users)
     assert len(report.recall_curve) == PARAMS.curve_max_k
     assert report.recall_curve[9] == pytest.approx(m["recall@10"])
+
+
+def test_a_memory_cap_that_forces_chunking_changes_nothing(data):
+    whole = evaluate(*popularity_scorer(data), data, PARAMS)
+    capped = EvaluateParams(negatives=20, k=[1, 10], memory_mb=0.01)  # a handful of users per chunk
+    chunked = evaluate(*popularity_scorer(data), data, capped)
+    assert chunked.metrics == whole.metrics and chunked.recall_curve == whole.recall_curve

@@ -157,7 +157,7 @@ class TrainParams:
     patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
     logq: bool = True  # in_batch: subtract log sampling probability from each logit
-    eval_memory_mb: int = _range(1, default=512)  # cap of the score matrix while ranking
+    eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
     resume: bool = True  # continue an interrupted run from its last finished epoch
 
 
@@ -169,7 +169,7 @@ class EvaluateParams:
     negatives: int = _range(1, default=100)  # never-interacted items per test positive
     k: list[int] = field(default_factory=lambda: [10, 50], metadata={"min": 1})  # cutoffs of recall/ndcg/hit_rate
     curve_max_k: int = _range(1, default=100)  # recall@K plot for K = 1..curve_max_k
-    memory_mb: int = _range(1, default=512)  # cap of each chunk of the user x catalogue score matrix
+    memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
 
 
 def load_sampler(path: Path = PARAMS_FILE) -> str:
