@@ -1,5 +1,6 @@
 """Stage `evaluate`: the fixed test protocol for the trained model and the popularity baseline (params `evaluate`)."""
 
+import sys
 from pathlib import Path
 
 import torch
@@ -7,7 +8,8 @@ import torch
 from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
-from gamerec.evaluation import Report, evaluate, load_eval_data, popularity_scorer
+from gamerec import baselines
+from gamerec.evaluation import Report, evaluate, load_eval_data, validation_recall
 from gamerec.io import atomic_path, write_json
 from gamerec.model import TwoTower
 
@@ -42,8 +44,17 @@ def main() -> None:
     with torch.no_grad():
         item_emb = model.embed_items(torch.arange(model.config.num_items))
         report = evaluate(model.embed_users, item_emb, data, params)
-    baseline = evaluate(*popularity_scorer(data), data, params)
+    baseline = evaluate(*baselines.popularity(data.popularity), data, params)
     result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
+    if params.als.enabled and baselines.als_available():
+        k = params.k[0]
+        scorer, chosen = baselines.tune_als(
+            data.train_users, data.train_items, data.num_users, model.config.num_items, params.als,
+            lambda s: validation_recall(s, data, k, params.memory_mb),
+        )
+        result["baseline"]["als"] = {**_rounded(evaluate(*scorer, data, params).metrics), **_rounded(chosen)}
+    elif params.als.enabled:
+        print('evaluate: the ALS baseline needs `implicit` (pip install -e ".[als]"); skipped', file=sys.stderr)
     with atomic_path(PLOTS) as tmp:
         write_plots(report, baseline, tmp)
     write_json(METRICS, result)
@@ -52,6 +63,8 @@ def main() -> None:
         f"evaluate: {result['users_evaluated']} users, {result['catalogue_items']} items; model recall@{k} "
         f"{result[f'recall@{k}']:.4f} ndcg@{k} {result[f'ndcg@{k}']:.4f} auc {result['auc']:.4f}; popularity "
         f"recall@{k} {baseline.metrics[f'recall@{k}']:.4f} ndcg@{k} {baseline.metrics[f'ndcg@{k}']:.4f}"
+        + (f"; ALS recall@{k} {result['baseline']['als'][f'recall@{k}']:.4f} ndcg@{k} "
+           f"{result['baseline']['als'][f'ndcg@{k}']:.4f}" if "als" in result["baseline"] else "")
     )
 
 

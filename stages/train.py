@@ -14,7 +14,7 @@ from gamerec.errors import GamerecError
 from gamerec.io import atomic_path, fingerprint, write_json
 from gamerec.model import ModelConfig, TwoTower
 from gamerec.samplers import read_negatives
-from gamerec.training import Examples, Resume, fit, holdout, item_features
+from gamerec.training import Examples, Resume, fit, holdout, item_features, user_history
 
 PREPARED = Path("data/prepared")
 NEGATIVES = Path("data/negatives")
@@ -33,14 +33,16 @@ def main() -> None:
     stats = json.loads((PREPARED / "stats.json").read_text())
     frame, manifest = read_negatives(NEGATIVES / sampler)
     examples = Examples.from_frame(frame, manifest)
-    val = holdout(pd.read_parquet(PREPARED / "interactions.parquet"), "val")
+    interactions = pd.read_parquet(PREPARED / "interactions.parquet")
+    val = holdout(interactions, "val")
 
     torch.manual_seed(params.seed)  # the initial weights
     cfg = ModelConfig(
         num_users=stats["num_users"], num_items=stats["num_items"],
         num_brands=stats["num_brands"], num_tokens=stats["num_tokens"], **asdict(model_params),
     )
-    model = TwoTower(cfg, item_features(PREPARED, stats))
+    history = user_history(interactions, cfg.num_users, cfg.history) if cfg.history else None
+    model = TwoTower(cfg, item_features(PREPARED, stats), history)
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
     resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None
     with atomic_path(LIVE_DIR) as live_dir, Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:

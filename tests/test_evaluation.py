@@ -7,7 +7,8 @@ import torch
 
 from gamerec import csr
 from gamerec.config import EvaluateParams
-from gamerec.evaluation import evaluate, load_eval_data, popularity_scorer
+from gamerec.baselines import popularity
+from gamerec.evaluation import evaluate, load_eval_data
 
 PARAMS = EvaluateParams(negatives=20, k=[1, 10])
 
@@ -78,7 +79,7 @@ def test_train_items_are_really_excluded(data, interactions):
 
 
 def test_popularity_baseline_matches_a_brute_force_ranking(data, interactions):
-    report = evaluate(*popularity_scorer(data), data, PARAMS)
+    report = evaluate(*popularity(data.popularity), data, PARAMS)
     pop = data.popularity.numpy()
     hidden = user_items(interactions, ["train", "val"])
     hits = []
@@ -96,7 +97,7 @@ def test_popularity_baseline_matches_a_brute_force_ranking(data, interactions):
 
 
 def test_a_memory_cap_that_forces_chunking_changes_nothing(data):
-    whole = evaluate(*popularity_scorer(data), data, PARAMS)
+    whole = evaluate(*popularity(data.popularity), data, PARAMS)
     capped = EvaluateParams(negatives=20, k=[1, 10], memory_mb=0.01)  # a handful of users per chunk
-    chunked = evaluate(*popularity_scorer(data), data, capped)
+    chunked = evaluate(*popularity(data.popularity), data, capped)
     assert chunked.metrics == whole.metrics and chunked.recall_curve == whole.recall_curve

@@ -143,6 +143,7 @@ class ModelParams:
     dropout: float = _range(0.0, 0.95, default=0.1)
     normalize: bool = True
     temperature: float = _range(1e-4, 100.0, default=0.1)
+    history: int = _range(0, default=0)  # recent train items pooled into the user tower (0 = off)
 
 
 @dataclass(frozen=True)
@@ -162,6 +163,18 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
+class AlsParams:
+    """Params group `evaluate.als`: the ALS baseline and the grid searched on validation."""
+
+    enabled: bool = True  # needs the optional `implicit` library (pip install -e ".[als]")
+    factors: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"min": 1})
+    regularization: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0], metadata={"min": 0.0})
+    alpha: list[float] = field(default_factory=lambda: [1.0, 10.0], metadata={"min": 0.0})
+    iterations: int = _range(1, default=15)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Params group `evaluate`: the fixed test protocol, the same for every sampler."""
 
@@ -170,6 +183,7 @@ class EvaluateParams:
     k: list[int] = field(default_factory=lambda: [10, 50], metadata={"min": 1})  # cutoffs of recall/ndcg/hit_rate
     curve_max_k: int = _range(1, default=100)  # recall@K plot for K = 1..curve_max_k
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
+    als: AlsParams = field(default_factory=AlsParams)
 
 
 def load_sampler(path: Path = PARAMS_FILE) -> str:
@@ -207,8 +221,8 @@ def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
         return parse(tp, value, key)
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
-        if not isinstance(value, list):
-            raise GamerecError(f"params: {key} = {value!r} is not valid; expected a list of {_type_name(inner)}s")
+        if not isinstance(value, list) or not value:
+            raise GamerecError(f"params: {key} = {value!r} is not valid; expected a non-empty list of {_type_name(inner)}s")
         return [_convert(f"{key}[{i}]", v, inner, meta) for i, v in enumerate(value)]
     if typing.get_origin(tp) is Literal:
         allowed = typing.get_args(tp)

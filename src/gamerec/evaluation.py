@@ -19,7 +19,6 @@ two-tower model and the popularity baseline go through exactly the same code.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +27,7 @@ import pandas as pd
 import torch
 
 from gamerec import csr, metrics
+from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
 from gamerec.errors import GamerecError
 from gamerec.retrieval import rank_and_top_k
@@ -66,6 +66,9 @@ class EvalData:
     also_view: Pairs
     popularity: torch.Tensor  # train interactions per item
     catalogue_items: int
+    train_users: np.ndarray  # the train split's (user, item) pairs, for baselines to fit on
+    train_items: np.ndarray
+    num_users: int
 
 
 def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: InteractionIndex,
@@ -113,13 +116,16 @@ def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
     rng = np.random.default_rng(params.seed)
     test = _split("test", ("train", "val"), interactions, index, num_items, params.negatives, rng)
     val = _split("val", ("train",), interactions, index, num_items, params.negatives, rng)
-    train_items = interactions.item[interactions.split == "train"].to_numpy()
+    train = interactions[interactions.split == "train"]
     return EvalData(
         test=test,
         val=val,
         also_view=_also_view_pairs(test, also_view, index, num_items),
-        popularity=torch.from_numpy(np.bincount(train_items, minlength=num_items)).double(),
+        popularity=torch.from_numpy(np.bincount(train.item.to_numpy(), minlength=num_items)).double(),
         catalogue_items=num_items - 1,
+        train_users=train.user.to_numpy(dtype=np.int64),
+        train_items=train.item.to_numpy(dtype=np.int64),
+        num_users=stats["num_users"],
     )
 
 
@@ -137,7 +143,13 @@ def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -
     return score(pairs.pos_rows, pairs.pos_items), score(pairs.neg_rows, pairs.neg_items)
 
 
-UserEmbedder = Callable[[torch.Tensor], torch.Tensor]
+@torch.no_grad()
+def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) -> float:
+    """recall@k of the validation users (train items excluded): what baselines are tuned on."""
+    embed_users, item_emb = scorer
+    val = data.val
+    ranks, _ = rank_and_top_k(embed_users(val.holdout.users), item_emb, val.holdout.exclude, val.holdout.targets, k, memory_mb)
+    return metrics.ranking_metrics(ranks, val.owner, len(val.holdout.users), [k])[f"recall@{k}"]
 
 
 @torch.no_grad()
@@ -160,8 +172,3 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     result["catalogue_items"] = data.catalogue_items
     curve = metrics.recall_curve(ranks, test.owner, n_users, params.curve_max_k)
     return Report(result, metrics.roc_points(pos, neg), curve)
-
-
-def popularity_scorer(data: EvalData) -> tuple[UserEmbedder, torch.Tensor]:
-    """Every user gets the same scores: log(1 + train interactions) of each item."""
-    return (lambda users: torch.ones(len(users), 1, dtype=torch.double)), torch.log1p(data.popularity)[:, None]

@@ -31,6 +31,7 @@ class ModelConfig:
     dropout: float = 0.1
     normalize: bool = True  # score = cosine / temperature instead of a raw dot product
     temperature: float = 0.1
+    history: int = 0  # recent train items pooled into the user tower (0 = user id only)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -54,19 +55,62 @@ class ItemFeatures:
     text_indices: np.ndarray
 
 
-class UserTower(nn.Module):
-    """User id embedding, then an MLP."""
+@dataclass
+class UserHistory:
+    """Each user's most recent train items, as CSR (row = user id; row 0 = unknown, empty)."""
 
-    def __init__(self, cfg: ModelConfig):
+    indptr: np.ndarray
+    indices: np.ndarray
+
+
+class _DataShapedBuffers(nn.Module):
+    """Buffers whose length depends on the data (CSR arrays) take the checkpoint's shape on load."""
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        for name, buffer in self._buffers.items():
+            saved = state_dict.get(prefix + name)
+            if buffer is not None and saved is not None and saved.shape != buffer.shape:
+                self._buffers[name] = torch.empty_like(saved)
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+
+
+class UserTower(_DataShapedBuffers):
+    """User id embedding, plus the mean item embedding of the user's recent history, then an MLP.
+
+    Pooling the history (YouTube DNN style) serves users with few interactions from what they
+    chose rather than from a barely trained id vector. In training, the item being scored is
+    left out of its own user's pool, or the model would learn to look it up there.
+    """
+
+    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, history: UserHistory | None = None):
         super().__init__()
         self.embedding = nn.Embedding(cfg.num_users, cfg.dim)
-        self.mlp = mlp(cfg.dim, cfg.hidden, cfg.dim, cfg.dropout)
+        self.pooled = cfg.history > 0
+        self.mlp = mlp(cfg.dim * (2 if self.pooled else 1), cfg.hidden, cfg.dim, cfg.dropout)
+        if self.pooled:
+            self.item_embedding = item_embedding  # shared with the item tower
+            if history is None:  # shapes only; a checkpoint's state_dict fills them in
+                history = UserHistory(np.zeros(cfg.num_users + 1, np.int64), np.zeros(0, np.int64))
+            self.register_buffer("history_indptr", torch.as_tensor(history.indptr, dtype=torch.long))
+            self.register_buffer("history_indices", torch.as_tensor(history.indices, dtype=torch.long))
 
-    def forward(self, users: torch.Tensor) -> torch.Tensor:
-        return self.mlp(self.embedding(users))
+    def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        x = self.embedding(users)
+        if self.pooled:
+            flat = users.reshape(-1)
+            owner, items = csr.gather(self.history_indptr, self.history_indices, flat)
+            keep = torch.ones_like(items, dtype=x.dtype)
+            if leave_out is not None:
+                keep = (items != leave_out.reshape(-1)[owner]).to(x.dtype)
+            total = torch.zeros(len(flat), x.shape[-1], dtype=x.dtype).index_add_(
+                0, owner, self.item_embedding(items) * keep[:, None]
+            )
+            count = torch.zeros(len(flat), dtype=x.dtype).index_add_(0, owner, keep).clamp(min=1)
+            x = torch.cat([x, (total / count[:, None]).reshape(x.shape)], dim=-1)
+        return self.mlp(x)
 
 
-class ItemTower(nn.Module):
+class ItemTower(_DataShapedBuffers):
     """Item id + brand embeddings, price features and a description bag, then an MLP."""
 
     def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
@@ -88,13 +132,6 @@ class ItemTower(nn.Module):
         self.register_buffer("text_indptr", torch.as_tensor(features.text_indptr, dtype=torch.long))
         self.register_buffer("text_indices", torch.as_tensor(features.text_indices, dtype=torch.long))
 
-    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
-        # The token CSR's length depends on the data; adopt the checkpoint's before copying.
-        key = prefix + "text_indices"
-        if key in state_dict:
-            self.text_indices = torch.empty_like(state_dict[key])
-        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
-
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         flat_items = items.reshape(-1)
         owner, tokens = csr.gather(self.text_indptr, self.text_indices, flat_items)
@@ -111,18 +148,18 @@ class ItemTower(nn.Module):
 class TwoTower(nn.Module):
     """User and item towers; `score` turns their embeddings into logits."""
 
-    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None, history: UserHistory | None = None):
         super().__init__()
         self.config = cfg
-        self.user_tower = UserTower(cfg)
         self.item_tower = ItemTower(cfg, features)
+        self.user_tower = UserTower(cfg, self.item_tower.item, history)
 
     def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of `users` and `items`, L2-normalised when the config says so."""
-        return self.embed_users(users), self.embed_items(items)
+        """Embeddings of `users` and `items` for training: each item is left out of its user's pool."""
+        return self.embed_users(users, leave_out=items), self.embed_items(items)
 
-    def embed_users(self, users: torch.Tensor) -> torch.Tensor:
-        u = self.user_tower(users)
+    def embed_users(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
+        u = self.user_tower(users, leave_out)
         return F.normalize(u, dim=-1) if self.config.normalize else u
 
     def embed_items(self, items: torch.Tensor) -> torch.Tensor:

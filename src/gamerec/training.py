@@ -26,7 +26,7 @@ from gamerec.config import TrainParams
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path
 from gamerec.metrics import ranking_metrics
-from gamerec.model import ItemFeatures, TwoTower
+from gamerec.model import ItemFeatures, TwoTower, UserHistory
 from gamerec.retrieval import rank_and_top_k
 
 
@@ -101,6 +101,16 @@ def item_features(prepared_dir: Path, stats: dict) -> ItemFeatures:
         text_indptr=indptr.astype(np.int64),
         text_indices=indices.astype(np.int64),
     )
+
+
+def user_history(interactions: pd.DataFrame, num_users: int, length: int) -> UserHistory:
+    """Each user's `length` most recent train items (CSR by user id), for the pooled user tower."""
+    train = interactions[interactions.split == "train"].sort_values(["user", "timestamp", "item"], kind="stable")
+    recent = train[train.groupby("user").cumcount(ascending=False) < length]
+    indptr, indices = csr.from_pairs(
+        torch.tensor(recent.user.to_numpy(), dtype=torch.long), torch.tensor(recent.item.to_numpy(), dtype=torch.long), num_users
+    )
+    return UserHistory(indptr.numpy(), indices.numpy())
 
 
 def bce_loss(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:

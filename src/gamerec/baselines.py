@@ -1,0 +1,59 @@
+"""Baselines scored by the same protocol as the model: popularity and ALS (the `implicit` library).
+
+A scorer is (function from user ids to user embeddings, one embedding per item): the
+evaluation scores user . item for every model alike.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+
+import numpy as np
+import scipy.sparse as sp
+import torch
+
+from gamerec import csr
+from gamerec.config import AlsParams
+
+UserEmbedder = Callable[[torch.Tensor], torch.Tensor]
+Scorer = tuple[UserEmbedder, torch.Tensor]
+
+
+def popularity(train_counts: torch.Tensor) -> Scorer:
+    """Every user gets the same scores: log(1 + train interactions) of each item."""
+    return (lambda users: torch.ones(len(users), 1, dtype=torch.double)), torch.log1p(train_counts.double())[:, None]
+
+
+def als_available() -> bool:
+    try:
+        import implicit  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
+            factors: int, regularization: float, alpha: float, iterations: int, seed: int) -> Scorer:
+    """Implicit-feedback ALS (Hu, Koren and Volinsky 2008) on the (user, item) train pairs."""
+    from implicit.als import AlternatingLeastSquares
+
+    matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(num_users, num_items))
+    model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                    iterations=iterations, random_state=seed, use_gpu=False)
+    model.fit(matrix, show_progress=False)
+    user_factors = torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32))
+    return (lambda u: user_factors[u]), torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
+
+
+def tune_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int, params: AlsParams,
+             validate: Callable[[Scorer], float]) -> tuple[Scorer, dict[str, float]]:
+    """Fit ALS for every point of the params grid; keep the best by `validate` (validation recall)."""
+    best: tuple[float, Scorer, dict[str, float]] | None = None
+    for factors, reg, alpha in itertools.product(params.factors, params.regularization, params.alpha):
+        scorer = fit_als(users, items, num_users, num_items, factors, reg, alpha, params.iterations, params.seed)
+        score = validate(scorer)
+        if best is None or score > best[0]:
+            best = (score, scorer, {"factors": factors, "regularization": reg, "alpha": alpha, "val_recall": score})
+    assert best is not None  # the grid lists are validated non-empty
+    return best[1], best[2]
