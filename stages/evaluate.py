@@ -9,13 +9,14 @@ from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec import baselines
-from gamerec.evaluation import Report, evaluate, load_eval_data, validation_recall
+from gamerec.evaluation import Report, evaluate, feature_ablation, load_eval_data, validation_recall
 from gamerec.io import atomic_path, write_json
 from gamerec.model import TwoTower
 
 PREPARED = Path("data/prepared")
 MODEL = Path("models/model.pt")
 METRICS = Path("metrics/eval.json")
+ABLATION = Path("metrics/ablation.json")
 PLOTS = Path("plots")
 
 
@@ -37,6 +38,7 @@ def write_plots(model: Report, popularity: Report, out_dir: Path) -> None:
 
 def main() -> None:
     params = config.load(config.EvaluateParams, "evaluate")
+    k = params.k[0]  # the headline cutoff: ALS tuning, ablation and the printed summary use it
     if not MODEL.is_file():
         raise GamerecError(f"{MODEL}: no trained model; run `dvc repro train` first")
     model = TwoTower.from_checkpoint(torch.load(MODEL, weights_only=True)).eval()
@@ -47,7 +49,6 @@ def main() -> None:
     baseline = evaluate(*baselines.popularity(data.popularity), data, params)
     result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
     if params.als.enabled and baselines.als_available():
-        k = params.k[0]
         scorer, chosen = baselines.tune_als(
             data.train_users, data.train_items, data.num_users, model.config.num_items, params.als,
             lambda s: validation_recall(s, data, k, params.memory_mb),
@@ -55,10 +56,10 @@ def main() -> None:
         result["baseline"]["als"] = {**_rounded(evaluate(*scorer, data, params).metrics), **_rounded(chosen)}
     elif params.als.enabled:
         print('evaluate: the ALS baseline needs `implicit` (pip install -e ".[als]"); skipped', file=sys.stderr)
+    write_json(ABLATION, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
     with atomic_path(PLOTS) as tmp:
         write_plots(report, baseline, tmp)
     write_json(METRICS, result)
-    k = params.k[0]
     print(
         f"evaluate: {result['users_evaluated']} users, {result['catalogue_items']} items; model recall@{k} "
         f"{result[f'recall@{k}']:.4f} ndcg@{k} {result[f'ndcg@{k}']:.4f} auc {result['auc']:.4f}; popularity "

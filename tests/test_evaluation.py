@@ -101,3 +101,21 @@ def test_a_memory_cap_that_forces_chunking_changes_nothing(data):
     capped = EvaluateParams(negatives=20, k=[1, 10], memory_mb=0.01)  # a handful of users per chunk
     chunked = evaluate(*popularity(data.popularity), data, capped)
     assert chunked.metrics == whole.metrics and chunked.recall_curve == whole.recall_curve
+
+
+def test_feature_ablation_zeroes_one_feature_at_a_time(prepared_dir, data):
+    import json
+
+    from gamerec.evaluation import feature_ablation
+    from gamerec.model import ModelConfig, TwoTower
+    from gamerec.training import item_features
+
+    stats = json.loads((prepared_dir / "stats.json").read_text())
+    torch.manual_seed(0)
+    cfg = ModelConfig(stats["num_users"], stats["num_items"], stats["num_brands"], stats["num_tokens"], dim=8)
+    model = TwoTower(cfg, item_features(prepared_dir, stats)).eval()
+    result = feature_ablation(model, data, 10, 64)
+    assert list(result) == ["none", "id", "brand", "price", "description"]
+    assert all(0 <= v <= 1 for v in result.values())
+    items = torch.arange(cfg.num_items)
+    assert not torch.equal(model.embed_items(items, ("id",)), model.embed_items(items))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 import numpy as np
 import scipy.sparse as sp
 import torch
+from threadpoolctl import threadpool_limits
 
 from gamerec import csr
 from gamerec.config import AlsParams
@@ -39,9 +40,10 @@ def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
     from implicit.als import AlternatingLeastSquares
 
     matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(num_users, num_items))
-    model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                    iterations=iterations, random_state=seed, use_gpu=False)
-    model.fit(matrix, show_progress=False)
+    with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads only slow it
+        model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
+                                        iterations=iterations, random_state=seed, use_gpu=False)
+        model.fit(matrix, show_progress=False)
     user_factors = torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32))
     return (lambda u: user_factors[u]), torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
 

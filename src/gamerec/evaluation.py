@@ -30,6 +30,7 @@ from gamerec import csr, metrics
 from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
 from gamerec.errors import GamerecError
+from gamerec.model import FEATURES, TwoTower
 from gamerec.retrieval import rank_and_top_k
 from gamerec.samplers import InteractionIndex, TrainPositives, draw_unseen, interaction_index, is_seen
 from gamerec.training import Holdout, holdout
@@ -172,3 +173,17 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     result["catalogue_items"] = data.catalogue_items
     curve = metrics.recall_curve(ranks, test.owner, n_users, params.curve_max_k)
     return Report(result, metrics.roc_points(pos, neg), curve)
+
+
+@torch.no_grad()
+def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float) -> dict[str, float]:
+    """Validation recall@k with each item feature zeroed in turn ("none": nothing zeroed).
+
+    On validation, never test, so that reading it cannot leak into model choices.
+    """
+    items = torch.arange(model.config.num_items)
+    runs = {"none": (), **{name: (name,) for name in FEATURES}}
+    return {
+        name: validation_recall((model.embed_users, model.embed_items(items, zero)), data, k, memory_mb)
+        for name, zero in runs.items()
+    }

@@ -110,6 +110,9 @@ class UserTower(_DataShapedBuffers):
         return self.mlp(x)
 
 
+FEATURES = ("id", "brand", "price", "description")  # the item tower's inputs, in order
+
+
 class ItemTower(_DataShapedBuffers):
     """Item id + brand embeddings, price features and a description bag, then an MLP."""
 
@@ -132,17 +135,18 @@ class ItemTower(_DataShapedBuffers):
         self.register_buffer("text_indptr", torch.as_tensor(features.text_indptr, dtype=torch.long))
         self.register_buffer("text_indices", torch.as_tensor(features.text_indices, dtype=torch.long))
 
-    def forward(self, items: torch.Tensor) -> torch.Tensor:
+    def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
+        """Item embeddings; features named in `zero` (see FEATURES) are zeroed, for ablations."""
         flat_items = items.reshape(-1)
         owner, tokens = csr.gather(self.text_indptr, self.text_indices, flat_items)
         offsets = torch.searchsorted(owner, torch.arange(len(flat_items), device=items.device))
-        parts = [
-            self.item(items),
-            self.brand(self.brand_of[items]),
-            self.price(self.price_of[items]),
-            self.text(tokens, offsets).reshape(*items.shape, -1),
-        ]
-        return self.mlp(torch.cat(parts, dim=-1))
+        parts = {
+            "id": self.item(items),
+            "brand": self.brand(self.brand_of[items]),
+            "price": self.price(self.price_of[items]),
+            "description": self.text(tokens, offsets).reshape(*items.shape, -1),
+        }
+        return self.mlp(torch.cat([p * 0 if name in zero else p for name, p in parts.items()], dim=-1))
 
 
 class TwoTower(nn.Module):
@@ -162,8 +166,8 @@ class TwoTower(nn.Module):
         u = self.user_tower(users, leave_out)
         return F.normalize(u, dim=-1) if self.config.normalize else u
 
-    def embed_items(self, items: torch.Tensor) -> torch.Tensor:
-        i = self.item_tower(items)
+    def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
+        i = self.item_tower(items, zero)
         return F.normalize(i, dim=-1) if self.config.normalize else i
 
     def logit_scale(self) -> float:
