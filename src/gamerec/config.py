@@ -189,7 +189,7 @@ class EvaluateParams:
 def load_sampler(path: Path = PARAMS_FILE) -> str:
     """The `sampler` param, checked against the known names and the `samplers` list."""
     params = read_params(path)
-    samplers = load_samplers(path)
+    samplers = _checked_samplers(params)
     name = params.get("sampler")
     if name not in samplers:
         raise GamerecError(f"params: sampler = {name!r} is not valid; expected one of {', '.join(samplers)}")
@@ -198,7 +198,11 @@ def load_sampler(path: Path = PARAMS_FILE) -> str:
 
 def load_samplers(path: Path = PARAMS_FILE) -> list[str]:
     """The `samplers` list that `dvc.yaml` builds negatives for, each a known sampler name."""
-    samplers = read_params(path).get("samplers")
+    return _checked_samplers(read_params(path))
+
+
+def _checked_samplers(params: dict[str, Any]) -> list[str]:
+    samplers = params.get("samplers")
     if not isinstance(samplers, list) or not samplers:
         raise GamerecError(f"params: samplers = {samplers!r} is not valid; expected a list of {', '.join(SAMPLERS)}")
     for name in samplers:

@@ -31,7 +31,6 @@ from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
 from gamerec.errors import GamerecError
 from gamerec.model import FEATURES, TwoTower
-from gamerec.retrieval import rank_and_top_k
 from gamerec.samplers import InteractionIndex, TrainPositives, draw_unseen, interaction_index, is_seen
 from gamerec.training import Holdout, holdout
 
@@ -53,7 +52,6 @@ class Split:
     """One evaluation split: what to rank and which pairs to score."""
 
     holdout: Holdout
-    owner: torch.Tensor  # user row of each held-out item, in the targets CSR order
     sampled: Pairs  # each held-out item against its sampled never-interacted items
     balanced: Pairs  # each held-out item against its first sampled negative only (1:1)
 
@@ -75,14 +73,13 @@ class EvalData:
 def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: InteractionIndex,
            num_items: int, negatives: int, rng: np.random.Generator) -> Split:
     ho = holdout(interactions, name, hide)
-    owner, items = csr.gather(*ho.targets, torch.arange(len(ho.users)))
+    owner, items = ho.owner, ho.items
     neg_rows = owner.repeat_interleave(negatives)
     drawn, ok, _ = draw_unseen(ho.users[neg_rows].numpy(), index, num_items, rng)
     neg_rows, neg_items = neg_rows[torch.from_numpy(ok)], torch.from_numpy(drawn[ok]).long()
     first = torch.from_numpy(np.flatnonzero(ok) % negatives == 0)  # each positive's first draw
     return Split(
         holdout=ho,
-        owner=owner,
         sampled=Pairs(owner, items, neg_rows, neg_items),
         balanced=Pairs(owner, items, neg_rows[first], neg_items[first]),
     )
@@ -148,9 +145,7 @@ def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -
 def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) -> float:
     """recall@k of the validation users (train items excluded): what baselines are tuned on."""
     embed_users, item_emb = scorer
-    val = data.val
-    ranks, _ = rank_and_top_k(embed_users(val.holdout.users), item_emb, val.holdout.exclude, val.holdout.targets, k, memory_mb)
-    return metrics.ranking_metrics(ranks, val.owner, len(val.holdout.users), [k])[f"recall@{k}"]
+    return data.val.holdout.recall(embed_users(data.val.holdout.users), item_emb, k, memory_mb)
 
 
 @torch.no_grad()
@@ -159,9 +154,9 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     test, val = data.test, data.val
     test_emb, val_emb = embed_users(test.holdout.users), embed_users(val.holdout.users)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
-    ranks, top = rank_and_top_k(test_emb, item_emb, test.holdout.exclude, test.holdout.targets, depth, params.memory_mb)
+    ranks, top = test.holdout.rank(test_emb, item_emb, depth, params.memory_mb)
     n_users = len(test.holdout.users)
-    result = metrics.ranking_metrics(ranks, test.owner, n_users, params.k)
+    result = metrics.ranking_metrics(ranks, test.holdout.owner, n_users, params.k)
     result[f"coverage@{COVERAGE_K}"] = metrics.coverage(top[:, :COVERAGE_K], data.catalogue_items)
 
     pos, neg = _pair_scores(test_emb, item_emb, test.sampled)
@@ -171,7 +166,7 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     result["auc_also_view"] = metrics.auc(*_pair_scores(test_emb, item_emb, data.also_view))
     result["users_evaluated"] = n_users
     result["catalogue_items"] = data.catalogue_items
-    curve = metrics.recall_curve(ranks, test.owner, n_users, params.curve_max_k)
+    curve = metrics.recall_curve(ranks, test.holdout.owner, n_users, params.curve_max_k)
     return Report(result, metrics.roc_points(pos, neg), curve)
 
 

@@ -66,6 +66,17 @@ class Holdout:
     users: torch.Tensor  # [U] user ids
     exclude: tuple[torch.Tensor, torch.Tensor]  # CSR, row r = items hidden from users[r]
     targets: tuple[torch.Tensor, torch.Tensor]  # CSR, row r = held-out items of users[r]
+    owner: torch.Tensor  # row of each held-out item, in the targets CSR order
+    items: torch.Tensor  # the held-out items, in the same order
+
+    def rank(self, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rank of every held-out item and each user's top k (`user_emb` row r = users[r])."""
+        return rank_and_top_k(user_emb, item_emb, self.exclude, self.targets, k, memory_mb)
+
+    def recall(self, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float) -> float:
+        """recall@k of these users over the full catalogue, their hidden items excluded."""
+        ranks, _ = self.rank(user_emb, item_emb, k, memory_mb)
+        return ranking_metrics(ranks, self.owner, len(self.users), [k])[f"recall@{k}"]
 
 
 def holdout(interactions: pd.DataFrame, split: str, hide: tuple[str, ...] = ("train",)) -> Holdout:
@@ -79,10 +90,14 @@ def holdout(interactions: pd.DataFrame, split: str, hide: tuple[str, ...] = ("tr
         rows = torch.tensor(row_of[df.user.to_numpy()].to_numpy(), dtype=torch.long)
         return csr.from_pairs(rows, torch.tensor(df.item.to_numpy(), dtype=torch.long), len(users))
 
+    targets = csr_of(held)
+    owner, items = csr.gather(*targets, torch.arange(len(users)))
     return Holdout(
         users=torch.as_tensor(users, dtype=torch.long),
         exclude=csr_of(interactions[interactions.split.isin(hide)]),
-        targets=csr_of(held),
+        targets=targets,
+        owner=owner,
+        items=items,
     )
 
 
@@ -183,10 +198,9 @@ def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -
     model.eval()
     user_emb = model.embed_users(val.users)
     item_emb = model.embed_items(torch.arange(model.config.num_items))
-    ranks, _ = rank_and_top_k(user_emb, item_emb, val.exclude, val.targets, k, memory_mb)
+    recall = val.recall(user_emb, item_emb, k, memory_mb)
     model.train()
-    owner = csr.gather(*val.targets, torch.arange(len(val.users)))[0]
-    return ranking_metrics(ranks, owner, len(val.users), [k])[f"recall@{k}"]
+    return recall
 
 
 @dataclass
