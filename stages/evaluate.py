@@ -9,7 +9,7 @@ from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec import baselines
-from gamerec.evaluation import Report, evaluate, feature_ablation, load_eval_data, validation_recall
+from gamerec.evaluation import Report, evaluate, feature_ablation, load_eval_data, model_scorer, validation_recall
 from gamerec.io import atomic_path, write_json
 from gamerec.model import TwoTower
 
@@ -43,9 +43,7 @@ def main() -> None:
         raise GamerecError(f"{MODEL}: no trained model; run `dvc repro train` first")
     model = TwoTower.from_checkpoint(torch.load(MODEL, weights_only=True)).eval()
     data = load_eval_data(PREPARED, params)
-    with torch.no_grad():
-        item_emb = model.embed_items(torch.arange(model.config.num_items))
-        report = evaluate(model.embed_users, item_emb, data, params)
+    report = evaluate(*model_scorer(model), data, params)
     baseline = evaluate(*baselines.popularity(data.popularity), data, params)
     result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
     if params.als.enabled and baselines.als_available():

@@ -41,7 +41,7 @@ def main() -> None:
         num_users=stats["num_users"], num_items=stats["num_items"],
         num_brands=stats["num_brands"], num_tokens=stats["num_tokens"], **asdict(model_params),
     )
-    history = user_history(interactions, cfg.num_users, cfg.history) if cfg.history else None
+    history = user_history(interactions, cfg.num_users) if cfg.history else None
     model = TwoTower(cfg, item_features(PREPARED, stats), history)
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
     resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None

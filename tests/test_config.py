@@ -56,3 +56,22 @@ def test_repository_params_are_valid():
     params = config.read_params()
     config.parse(SyntheticParams, params["synthetic"], "synthetic")
     config.parse(PrepareParams, params["prepare"], "prepare")
+
+
+@pytest.mark.parametrize(
+    "raw, message",
+    [
+        ({"user_id": False}, "model.user_id = false needs model.history > 0"),
+        ({"pooling": "max", "history": 5}, "model.pooling = 'max' is not valid; expected one of 'mean', 'recency'"),
+        ({"causal": "yes"}, "model.causal = 'yes' is not valid; expected true or false"),
+    ],
+)
+def test_bad_model_params(raw, message):
+    with pytest.raises(GamerecError) as err:
+        config.parse(config.ModelParams, raw, "model")
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_history_only_user_tower_is_valid():
+    params = config.parse(config.ModelParams, {"user_id": False, "history": 20, "causal": True, "pooling": "recency"}, "model")
+    assert (params.user_id, params.history, params.causal, params.pooling) == (False, 20, True, "recency")

@@ -74,7 +74,7 @@ def test_train_items_are_really_excluded(data, interactions):
     user_emb[owner, items] = 10.0  # train and val items: the highest scores, if they were visible
     user_emb[ho.owner, ho.items] = 5.0
     row_of = {int(u): r for r, u in enumerate(ho.users)}
-    report = evaluate(lambda users: user_emb[[row_of[int(u)] for u in users]], torch.eye(n_items), data, PARAMS)
+    report = evaluate(lambda users, known: user_emb[[row_of[int(u)] for u in users]], torch.eye(n_items), data, PARAMS)
     assert report.metrics["recall@1"] == 1.0 and report.metrics["mrr"] == 1.0
 
 
@@ -119,3 +119,47 @@ def test_feature_ablation_zeroes_one_feature_at_a_time(prepared_dir, data):
     assert all(0 <= v <= 1 for v in result.values())
     items = torch.arange(cfg.num_items)
     assert not torch.equal(model.embed_items(items, ("id",)), model.embed_items(items))
+
+
+def test_each_split_knows_what_came_before_it_in_time_order(data, interactions):
+    """Validation users are known by their train items; test users by train then val items."""
+    ordered = interactions.sort_values(["user", "timestamp", "item"], kind="stable")
+    for split, known_splits in ((data.val, ["train"]), (data.test, ["train", "val"])):
+        for u in split.holdout.users[:: max(1, len(split.holdout.users) // 7)].tolist():
+            expect = ordered[(ordered.user == u) & ordered.split.isin(known_splits)].item.tolist()
+            assert split.known.indices[split.known.indptr[u] : split.known.indptr[u + 1]].tolist() == expect
+    last_known = lambda u: data.test.known.indices[data.test.known.indptr[u + 1] - 1]
+    val_item = interactions[interactions.split == "val"].set_index("user").item
+    users = data.test.holdout.users.tolist()
+    assert all(last_known(u) == val_item[u] for u in users if u in val_item.index)
+
+
+def test_evaluate_gives_each_split_its_own_history(data):
+    calls = []
+
+    def embed(users, known):
+        calls.append((len(users), known))
+        return torch.ones(len(users), 1)
+
+    evaluate(embed, torch.ones(len(data.popularity), 1), data, PARAMS)
+    given = {id(known): n for n, known in calls}
+    assert given == {id(data.test.known): len(data.test.holdout.users), id(data.val.known): len(data.val.holdout.users)}
+
+
+def test_als_folds_in_the_history_it_is_given(data):
+    pytest.importorskip("implicit")
+    from gamerec.baselines import fit_als
+    from gamerec.model import UserHistory
+
+    num_items = len(data.popularity)
+    embed, item_emb = fit_als(data.train_users, data.train_items, data.num_users, num_items, 8, 0.1, 10.0, 15, 0)
+    assert item_emb.shape == (num_items, 8)
+    users = data.test.holdout.users
+    before_val, before_test = embed(users, data.val.known), embed(users, data.test.known)
+    assert before_val.shape == (len(users), 8)
+    assert not torch.allclose(before_val, before_test)  # the val item moved each test user
+    # fold-in is deterministic and depends on the history only, not on the user id
+    shifted = UserHistory(np.concatenate([[0], data.test.known.indptr]), data.test.known.indices)
+    torch.testing.assert_close(embed(users + 1, shifted), before_test)
+    empty = UserHistory(np.zeros(data.num_users + 1, np.int64), np.zeros(0, np.int64))
+    assert torch.count_nonzero(embed(users, empty)) == 0

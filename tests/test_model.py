@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from gamerec import csr
-from gamerec.model import ItemFeatures, ModelConfig, TwoTower
+from gamerec.model import ItemFeatures, ModelConfig, TwoTower, UserHistory
 
 
 def features(n_items=6):
@@ -84,3 +84,67 @@ def test_dropout_only_in_training_mode():
 def test_out_of_range_item_fails_loudly(bad):
     with pytest.raises((IndexError, RuntimeError)):
         model().embed_items(torch.tensor([bad]))
+
+
+# the history-pooling user tower
+
+# user 1 bought items 3, 1, 5, 2 in this order; user 2 bought 4; user 3 nothing
+HISTORY = UserHistory(indptr=np.array([0, 0, 4, 5, 5]), indices=np.array([3, 1, 5, 2, 4]))
+
+
+def history_model(**kw):
+    torch.manual_seed(0)
+    cfg = ModelConfig(num_users=4, num_items=6, num_brands=3, num_tokens=5, dim=8, hidden=[], user_id=False, **kw)
+    return TwoTower(cfg, features(), HISTORY).eval()
+
+
+def mean_of(m, items):
+    return m.item_tower.item(torch.tensor(items)).mean(0) if items else torch.zeros(8)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_pool_at_inference_is_the_last_items(causal):
+    m = history_model(history=3, causal=causal)
+    pool = m.user_tower.pool(torch.tensor([1, 2, 3]))
+    for row, items in enumerate([[1, 5, 2], [4], []]):
+        torch.testing.assert_close(pool[row], mean_of(m, items))
+
+
+def test_causal_pool_sees_only_what_came_before_the_positive():
+    m = history_model(history=2, causal=True)
+    users = torch.tensor([1, 1, 1, 1])
+    pool = m.user_tower.pool(users, leave_out=torch.tensor([3, 1, 5, 2]))
+    for row, before in enumerate([[], [3], [3, 1], [1, 5]]):  # at most 2, the most recent
+        torch.testing.assert_close(pool[row], mean_of(m, before))
+
+
+def test_non_causal_pool_leaves_out_only_the_positive():
+    m = history_model(history=4)
+    pool = m.user_tower.pool(torch.tensor([1]), leave_out=torch.tensor([5]))
+    torch.testing.assert_close(pool[0], mean_of(m, [3, 1, 2]))
+
+
+def test_negatives_score_against_their_positives_history():
+    m = history_model(history=4, causal=True)
+    users, negative, positive = torch.tensor([1]), torch.tensor([4]), torch.tensor([1])
+    u_neg, _ = m(users, negative, positive)
+    u_pos, _ = m(users, positive)
+    torch.testing.assert_close(u_neg, u_pos)  # the same cut: history [3], not the whole row
+    u_all, _ = m(users, negative)
+    assert not torch.allclose(u_neg, u_all)
+
+
+def test_recency_pooling_weights_by_rank():
+    m = history_model(history=3, pooling="recency")
+    with torch.no_grad():
+        torch.testing.assert_close(m.user_tower.pool(torch.tensor([1]))[0], mean_of(m, [1, 5, 2]))  # zeros = mean
+        m.user_tower.recency.copy_(torch.tensor([20.0, 0.0, 0.0]))  # rank 0 = the most recent item
+    torch.testing.assert_close(m.user_tower.pool(torch.tensor([1]))[0], mean_of(m, [2]), atol=1e-6, rtol=1e-4)
+
+
+def test_history_model_checkpoint_round_trip(tmp_path):
+    m = history_model(history=3, causal=True, pooling="recency")
+    torch.save(m.checkpoint(), tmp_path / "m.pt")
+    loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
+    users = torch.tensor([1, 2, 3])
+    torch.testing.assert_close(loaded.embed_users(users), m.embed_users(users))

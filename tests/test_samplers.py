@@ -58,10 +58,13 @@ def train_sets(pos):
 
 def check_contract(neg, pos, k, balance):
     df = neg.examples
-    assert list(df.columns[:4]) == ["user", "item", "label", "weight"]
-    assert [str(t) for t in df.dtypes[:4]] == ["int32", "int32", "float32", "float32"]
+    assert list(df.columns[:5]) == ["user", "item", "label", "weight", "positive"]
+    assert [str(t) for t in df.dtypes[:5]] == ["int32", "int32", "float32", "float32", "int32"]
     seen = train_sets(pos)
     gs = groups(df)
+    # every row names the positive of its group, so train can cut the user's history there
+    group_item = np.repeat([g[1] for g in gs], [g[3] + len(g[4]) for g in gs])
+    np.testing.assert_array_equal(df["positive"].to_numpy(), group_item)
     assert [(g[0], g[1]) for g in gs] == list(zip(pos.users, pos.items))  # positives in order
     for u, _, w, reps, negs in gs:
         assert not seen[int(u)] & set(negs), "a user's own train item was used as a negative"
@@ -232,14 +235,15 @@ def test_in_batch_log_q_and_manifest():
     pos = positives([(1, 1), (1, 2), (2, 1), (3, 1), (3, 3)], num_items=5)
     neg = in_batch(pos, InBatchParams(mixed_negatives=7))
     df = neg.examples
-    assert list(df.columns) == ["user", "item", "label", "weight", "log_q"]
+    assert list(df.columns) == ["user", "item", "label", "weight", "positive", "log_q"]
+    assert (df.positive == df.item).all()
     assert df[["user", "item"]].values.tolist() == [[1, 1], [1, 2], [2, 1], [3, 1], [3, 3]]
     assert (df.label == 1).all() and (df.weight == 1).all()
     expect = np.log(np.array([3, 1, 3, 3, 1]) / 5).astype(np.float32)
     np.testing.assert_array_equal(df.log_q.to_numpy(), expect)
     assert str(df.log_q.dtype) == "float32"
     assert neg.manifest["loss"] == "softmax" and neg.manifest["mixed_negatives"] == 7
-    assert neg.manifest["columns"] == ["user", "item", "label", "weight", "log_q"]
+    assert neg.manifest["columns"] == ["user", "item", "label", "weight", "positive", "log_q"]
     assert neg.report["negatives_per_positive"] == 0 and neg.report["mixed_negatives"] == 7
     assert neg.report["examples"] == neg.report["positives"] == 5
 

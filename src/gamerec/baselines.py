@@ -1,7 +1,7 @@
 """Baselines scored by the same protocol as the model: popularity and ALS (the `implicit` library).
 
-A scorer is (function from user ids to user embeddings, one embedding per item): the
-evaluation scores user . item for every model alike.
+A scorer is (function from user ids and their known history to user embeddings, one
+embedding per item): the evaluation scores user . item for every model alike.
 """
 
 from __future__ import annotations
@@ -16,14 +16,15 @@ from threadpoolctl import threadpool_limits
 
 from gamerec import csr
 from gamerec.config import AlsParams
+from gamerec.model import UserHistory
 
-UserEmbedder = Callable[[torch.Tensor], torch.Tensor]
+UserEmbedder = Callable[[torch.Tensor, UserHistory], torch.Tensor]  # (user ids, what they chose before)
 Scorer = tuple[UserEmbedder, torch.Tensor]
 
 
 def popularity(train_counts: torch.Tensor) -> Scorer:
     """Every user gets the same scores: log(1 + train interactions) of each item."""
-    return (lambda users: torch.ones(len(users), 1, dtype=torch.double)), torch.log1p(train_counts.double())[:, None]
+    return (lambda users, known: torch.ones(len(users), 1, dtype=torch.double)), torch.log1p(train_counts.double())[:, None]
 
 
 def als_available() -> bool:
@@ -36,7 +37,13 @@ def als_available() -> bool:
 
 def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
             factors: int, regularization: float, alpha: float, iterations: int, seed: int) -> Scorer:
-    """Implicit-feedback ALS (Hu, Koren and Volinsky 2008) on the (user, item) train pairs."""
+    """Implicit-feedback ALS (Hu, Koren and Volinsky 2008) on the (user, item) train pairs.
+
+    Item factors are fit on the train pairs only. A user's factors are solved from the
+    history the scorer is given (the exact least-squares step of ALS with the item factors
+    fixed, "fold-in"), so ALS uses what a user chose before validation or test as input, as
+    the history-pooling two-tower does, without ever being fit on it.
+    """
     from implicit.als import AlternatingLeastSquares
 
     matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(num_users, num_items))
@@ -44,8 +51,16 @@ def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
                                         iterations=iterations, random_state=seed, use_gpu=False)
         model.fit(matrix, show_progress=False)
-    user_factors = torch.from_numpy(np.asarray(model.user_factors, dtype=np.float32))
-    return (lambda u: user_factors[u]), torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
+
+    def embed_users(users: torch.Tensor, known: UserHistory) -> torch.Tensor:
+        owner, items = csr.gather(torch.as_tensor(known.indptr), torch.as_tensor(known.indices), users)
+        rows = sp.csr_matrix(
+            (np.ones(len(items), np.float32), (owner.numpy(), items.numpy())), shape=(len(users), num_items)
+        )
+        with threadpool_limits(1, "blas"):
+            return torch.from_numpy(np.asarray(model.recalculate_user(users.numpy(), rows), dtype=np.float32))
+
+    return embed_users, torch.from_numpy(np.asarray(model.item_factors, dtype=np.float32))
 
 
 def tune_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int, params: AlsParams,

@@ -144,6 +144,15 @@ class ModelParams:
     normalize: bool = True
     temperature: float = _range(1e-4, 100.0, default=0.1)
     history: int = _range(0, default=0)  # recent train items pooled into the user tower (0 = off)
+    user_id: bool = True  # embed the user id in the user tower (false: history only)
+    causal: bool = False  # train on the history before each positive only (next-item prediction)
+    pooling: Literal["mean", "recency"] = "mean"  # recency: a learned weight per recency rank
+
+    def __post_init__(self) -> None:
+        if not self.user_id and self.history == 0:
+            raise GamerecError(
+                "params: model.user_id = false needs model.history > 0; the user tower would have no input"
+            )
 
 
 @dataclass(frozen=True)

@@ -12,8 +12,15 @@ sampler, so the metrics of two experiments are comparable with `dvc metrics diff
 - hard pairs: test positives against their also_view items the user never interacted with
   (auc_also_view).
 
-A scorer is a function from user ids to user embeddings plus an embedding per item, so the
-two-tower model and the popularity baseline go through exactly the same code.
+At each split every scorer knows what the users chose before it, and nothing later: the
+train items before validation, the train and validation items before test (the validation
+interaction is the latest thing a deployed recommender would know). No scorer is ever fit
+on validation; the history-pooling model and ALS (by fold-in) use it as input only. So
+validation and test ask the same question, what comes next, and choices made on
+validation carry over to test.
+
+A scorer is a function from (user ids, known history) to user embeddings plus an embedding
+per item, so the two-tower model and the baselines go through exactly the same code.
 """
 
 from __future__ import annotations
@@ -30,9 +37,9 @@ from gamerec import csr, metrics
 from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
 from gamerec.errors import GamerecError
-from gamerec.model import FEATURES, TwoTower
+from gamerec.model import FEATURES, TwoTower, UserHistory
 from gamerec.samplers import InteractionIndex, TrainPositives, draw_unseen, interaction_index, is_seen
-from gamerec.training import Holdout, holdout
+from gamerec.training import Holdout, holdout, user_history
 
 COVERAGE_K = 10
 
@@ -52,6 +59,7 @@ class Split:
     """One evaluation split: what to rank and which pairs to score."""
 
     holdout: Holdout
+    known: UserHistory  # each user's interactions before this split, in time order
     sampled: Pairs  # each held-out item against its sampled never-interacted items
     balanced: Pairs  # each held-out item against its first sampled negative only (1:1)
 
@@ -71,7 +79,7 @@ class EvalData:
 
 
 def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: InteractionIndex,
-           num_items: int, negatives: int, rng: np.random.Generator) -> Split:
+           num_items: int, num_users: int, negatives: int, rng: np.random.Generator) -> Split:
     ho = holdout(interactions, name, hide)
     owner, items = ho.owner, ho.items
     neg_rows = owner.repeat_interleave(negatives)
@@ -80,6 +88,7 @@ def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: 
     first = torch.from_numpy(np.flatnonzero(ok) % negatives == 0)  # each positive's first draw
     return Split(
         holdout=ho,
+        known=user_history(interactions, num_users, hide),
         sampled=Pairs(owner, items, neg_rows, neg_items),
         balanced=Pairs(owner, items, neg_rows[first], neg_items[first]),
     )
@@ -112,8 +121,9 @@ def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
     everything = TrainPositives(interactions.user.to_numpy(), interactions.item.to_numpy(), num_items, *also_view)
     index = interaction_index(everything)  # "never interacted" means in any split
     rng = np.random.default_rng(params.seed)
-    test = _split("test", ("train", "val"), interactions, index, num_items, params.negatives, rng)
-    val = _split("val", ("train",), interactions, index, num_items, params.negatives, rng)
+    num_users = stats["num_users"]
+    test = _split("test", ("train", "val"), interactions, index, num_items, num_users, params.negatives, rng)
+    val = _split("val", ("train",), interactions, index, num_items, num_users, params.negatives, rng)
     train = interactions[interactions.split == "train"]
     return EvalData(
         test=test,
@@ -123,7 +133,7 @@ def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
         catalogue_items=num_items - 1,
         train_users=train.user.to_numpy(dtype=np.int64),
         train_items=train.item.to_numpy(dtype=np.int64),
-        num_users=stats["num_users"],
+        num_users=num_users,
     )
 
 
@@ -145,14 +155,16 @@ def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -
 def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) -> float:
     """recall@k of the validation users (train items excluded): what baselines are tuned on."""
     embed_users, item_emb = scorer
-    return data.val.holdout.recall(embed_users(data.val.holdout.users), item_emb, k, memory_mb)
+    val = data.val
+    return val.holdout.recall(embed_users(val.holdout.users, val.known), item_emb, k, memory_mb)
 
 
 @torch.no_grad()
 def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, params: EvaluateParams) -> Report:
     """Every metric of the protocol for one scorer (score = user embedding . item embedding)."""
     test, val = data.test, data.val
-    test_emb, val_emb = embed_users(test.holdout.users), embed_users(val.holdout.users)
+    test_emb = embed_users(test.holdout.users, test.known)
+    val_emb = embed_users(val.holdout.users, val.known)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
     ranks, top = test.holdout.rank(test_emb, item_emb, depth, params.memory_mb)
     n_users = len(test.holdout.users)
@@ -176,9 +188,13 @@ def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float) 
 
     On validation, never test, so that reading it cannot leak into model choices.
     """
-    items = torch.arange(model.config.num_items)
     runs = {"none": (), **{name: (name,) for name in FEATURES}}
-    return {
-        name: validation_recall((model.embed_users, model.embed_items(items, zero)), data, k, memory_mb)
-        for name, zero in runs.items()
-    }
+    return {name: validation_recall(model_scorer(model, zero), data, k, memory_mb) for name, zero in runs.items()}
+
+
+@torch.no_grad()
+def model_scorer(model: TwoTower, zero: tuple[str, ...] = ()) -> Scorer:
+    """The two-tower model as a scorer (in eval mode); item features in `zero` are zeroed."""
+    model.eval()
+    embed_users = lambda users, known: model.embed_users(users, history=known)
+    return embed_users, model.embed_items(torch.arange(model.config.num_items), zero)

@@ -32,6 +32,9 @@ class ModelConfig:
     normalize: bool = True  # score = cosine / temperature instead of a raw dot product
     temperature: float = 0.1
     history: int = 0  # recent train items pooled into the user tower (0 = user id only)
+    user_id: bool = True  # the user tower embeds the user id (off: history only, needs history > 0)
+    causal: bool = False  # in training, pool only the items bought before the scored one
+    pooling: str = "mean"  # mean | recency (a learned weight per recency rank)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -75,39 +78,73 @@ class _DataShapedBuffers(nn.Module):
 
 
 class UserTower(_DataShapedBuffers):
-    """User id embedding, plus the mean item embedding of the user's recent history, then an MLP.
+    """User id embedding and/or the pooled item embeddings of the user's train history, then an MLP.
 
     Pooling the history (YouTube DNN style) serves users with few interactions from what they
-    chose rather than from a barely trained id vector. In training, the item being scored is
-    left out of its own user's pool, or the model would learn to look it up there.
+    chose rather than from a barely trained id vector. The history is each user's whole train
+    sequence in time order; the `history` most recent items are pooled. In training the item
+    being scored must not see itself: with `causal` only the items bought before it are pooled
+    (next-item prediction, as the test asks), otherwise it is just left out of the pool.
+    `pooling="recency"` learns one weight per recency rank instead of a plain mean.
     """
 
     def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, history: UserHistory | None = None):
         super().__init__()
-        self.embedding = nn.Embedding(cfg.num_users, cfg.dim)
+        self.cfg = cfg
         self.pooled = cfg.history > 0
-        self.mlp = mlp(cfg.dim * (2 if self.pooled else 1), cfg.hidden, cfg.dim, cfg.dropout)
+        self.embedding = nn.Embedding(cfg.num_users, cfg.dim) if cfg.user_id else None
+        parts = int(cfg.user_id) + int(self.pooled)
+        self.mlp = mlp(cfg.dim * parts, cfg.hidden, cfg.dim, cfg.dropout)
         if self.pooled:
-            self.item_embedding = item_embedding  # shared with the item tower
+            self.item_embedding = item_embedding  # shared with the item tower: one vector per item
+            self.recency = nn.Parameter(torch.zeros(cfg.history)) if cfg.pooling == "recency" else None
             if history is None:  # shapes only; a checkpoint's state_dict fills them in
                 history = UserHistory(np.zeros(cfg.num_users + 1, np.int64), np.zeros(0, np.int64))
             self.register_buffer("history_indptr", torch.as_tensor(history.indptr, dtype=torch.long))
             self.register_buffer("history_indices", torch.as_tensor(history.indices, dtype=torch.long))
 
-    def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
-        x = self.embedding(users)
+    def pool(
+        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
+    ) -> torch.Tensor:
+        """[N, dim] pooled history of `users` (flat); `leave_out[n]` is the item scored for row n.
+
+        `history` replaces the train history the model was built with, e.g. by everything
+        known before the test interaction; the weights never change with it.
+        """
+        indptr, indices = self.history_indptr, self.history_indices
+        if history is not None:
+            indptr, indices = torch.as_tensor(history.indptr), torch.as_tensor(history.indices)
+        owner, items = csr.gather(indptr, indices, users)
+        lengths = indptr[users + 1] - indptr[users]
+        pos = torch.arange(len(items)) - (torch.cumsum(lengths, 0) - lengths)[owner]  # rank in the sequence
+        end = lengths.clone()  # the pool is the `history` items before position `end`
+        keep = torch.ones_like(items, dtype=torch.bool)
+        if leave_out is not None:
+            hit = items == leave_out[owner]
+            if self.cfg.causal:
+                end[owner[hit]] = pos[hit]
+            else:
+                keep = ~hit
+        back = end[owner] - 1 - pos  # 0 = the most recent pooled item
+        keep &= (back >= 0) & (back < self.cfg.history)
+        owner, items, back = owner[keep], items[keep], back[keep]
+        weight = torch.ones(len(items))
+        if self.recency is not None:
+            weight = torch.exp(self.recency[back])
+        total = torch.zeros(len(users), self.cfg.dim).index_add_(0, owner, self.item_embedding(items) * weight[:, None])
+        norm = torch.zeros(len(users)).index_add_(0, owner, weight).clamp(min=1e-6)
+        return total / norm[:, None]
+
+    def forward(
+        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
+    ) -> torch.Tensor:
+        flat = users.reshape(-1)
+        parts = []
+        if self.embedding is not None:
+            parts.append(self.embedding(flat))
         if self.pooled:
-            flat = users.reshape(-1)
-            owner, items = csr.gather(self.history_indptr, self.history_indices, flat)
-            keep = torch.ones_like(items, dtype=x.dtype)
-            if leave_out is not None:
-                keep = (items != leave_out.reshape(-1)[owner]).to(x.dtype)
-            total = torch.zeros(len(flat), x.shape[-1], dtype=x.dtype).index_add_(
-                0, owner, self.item_embedding(items) * keep[:, None]
-            )
-            count = torch.zeros(len(flat), dtype=x.dtype).index_add_(0, owner, keep).clamp(min=1)
-            x = torch.cat([x, (total / count[:, None]).reshape(x.shape)], dim=-1)
-        return self.mlp(x)
+            parts.append(self.pool(flat, None if leave_out is None else leave_out.reshape(-1), history))
+        return self.mlp(torch.cat(parts, dim=-1)).reshape(*users.shape, -1)
 
 
 FEATURES = ("id", "brand", "price", "description")  # the item tower's inputs, in order
@@ -158,12 +195,21 @@ class TwoTower(nn.Module):
         self.item_tower = ItemTower(cfg, features)
         self.user_tower = UserTower(cfg, self.item_tower.item, history)
 
-    def forward(self, users: torch.Tensor, items: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Embeddings of `users` and `items` for training: each item is left out of its user's pool."""
-        return self.embed_users(users, leave_out=items), self.embed_items(items)
+    def forward(
+        self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Embeddings of `users` and `items` for training.
 
-    def embed_users(self, users: torch.Tensor, leave_out: torch.Tensor | None = None) -> torch.Tensor:
-        u = self.user_tower(users, leave_out)
+        `positives` (default: `items`) is the positive each row belongs to: a user's history is
+        cut at it (see UserTower), so a negative sees the same history as its positive.
+        """
+        return self.embed_users(users, leave_out=items if positives is None else positives), self.embed_items(items)
+
+    def embed_users(
+        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
+    ) -> torch.Tensor:
+        """User embeddings; `history` (default: the train history) is what the users are known to have chosen."""
+        u = self.user_tower(users, leave_out, history)
         return F.normalize(u, dim=-1) if self.config.normalize else u
 
     def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
@@ -174,9 +220,9 @@ class TwoTower(nn.Module):
         """Scores are dot products times this (1 / temperature for normalised embeddings)."""
         return 1.0 / self.config.temperature if self.config.normalize else 1.0
 
-    def score(self, users: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
-        """Logits of (user, item) pairs, elementwise."""
-        u, i = self(users, items)
+    def score(self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
+        """Training logits of (user, item) pairs, elementwise (`positives` as in `forward`)."""
+        u, i = self(users, items, positives)
         return (u * i).sum(-1) * self.logit_scale()
 
     def checkpoint(self) -> dict:

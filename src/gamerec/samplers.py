@@ -4,7 +4,9 @@ Every sampler turns the train-split positives of the prepared data set into a `N
 
   examples  one row per training example, grouped by positive: the positive's row(s) first,
             then its negatives. Columns user int32, item int32, label float32 (1 positive,
-            0 negative), weight float32; in_batch adds log_q float32.
+            0 negative), weight float32, positive int32 (the positive item the row belongs to:
+            its own item for a positive; the train stage cuts a causal user history there);
+            in_batch adds log_q float32.
   manifest  what the train stage needs to know: sampler, loss ("bce" | "softmax"), columns,
             seed (and mixed_negatives for in_batch).
   report    plain numbers for metrics/sampling/<name>.json.
@@ -32,7 +34,7 @@ MAX_ROUNDS = 32  # redraw rounds for seen candidates; what is still seen afterwa
 # Bytes one gathered also_view candidate costs while it is filtered (int64 owner, item, seen
 # key and random key, plus masks and sort buffers): sizes chunks under `sampling.memory_mb`.
 BYTES_PER_CANDIDATE = 64
-COLUMNS = ["user", "item", "label", "weight"]
+COLUMNS = ["user", "item", "label", "weight", "positive"]
 EXAMPLES_FILE = "examples.parquet"
 MANIFEST_FILE = "manifest.json"
 
@@ -215,7 +217,9 @@ def _assemble(
     neg_at = start[neg_group] + reps[neg_group] + (np.arange(len(neg_group), dtype=np.int64) - first_neg[neg_group])
     user[neg_at] = pos_users[neg_group]
     item[neg_at] = neg_items
-    return pd.DataFrame({"user": user, "item": item, "label": label, "weight": weight})
+    positive = item.copy()
+    positive[neg_at] = pos_items[neg_group]
+    return pd.DataFrame({"user": user, "item": item, "label": label, "weight": weight, "positive": positive})
 
 
 def _report(examples: pd.DataFrame, positives: int, dropped: int) -> dict[str, Any]:
@@ -294,6 +298,7 @@ def in_batch(positives: TrainPositives, params: InBatchParams) -> Negatives:
             "item": items.astype(np.int32),
             "label": np.ones(n, dtype=np.float32),
             "weight": np.ones(n, dtype=np.float32),
+            "positive": items.astype(np.int32),
             "log_q": log_q.astype(np.float32),
         }
     )

@@ -38,6 +38,7 @@ class Examples:
     items: torch.Tensor
     labels: torch.Tensor
     weights: torch.Tensor
+    positives: torch.Tensor  # the positive item each row belongs to (its history is cut there)
     log_q: torch.Tensor | None  # in_batch: log sampling probability of each positive's item
     loss: str  # "bce" | "softmax"
     mixed_negatives: int = 0
@@ -50,6 +51,7 @@ class Examples:
             items=col("item", torch.long),
             labels=col("label", torch.float32),
             weights=col("weight", torch.float32),
+            positives=col("positive", torch.long),
             log_q=col("log_q", torch.float32) if "log_q" in df else None,
             loss=manifest["loss"],
             mixed_negatives=int(manifest.get("mixed_negatives", 0)),
@@ -118,12 +120,11 @@ def item_features(prepared_dir: Path, stats: dict) -> ItemFeatures:
     )
 
 
-def user_history(interactions: pd.DataFrame, num_users: int, length: int) -> UserHistory:
-    """Each user's `length` most recent train items (CSR by user id), for the pooled user tower."""
-    train = interactions[interactions.split == "train"].sort_values(["user", "timestamp", "item"], kind="stable")
-    recent = train[train.groupby("user").cumcount(ascending=False) < length]
+def user_history(interactions: pd.DataFrame, num_users: int, splits: tuple[str, ...] = ("train",)) -> UserHistory:
+    """Each user's items of `splits` in time order (CSR by user id), for the pooled user tower."""
+    train = interactions[interactions.split.isin(splits)].sort_values(["user", "timestamp", "item"], kind="stable")
     indptr, indices = csr.from_pairs(
-        torch.tensor(recent.user.to_numpy(), dtype=torch.long), torch.tensor(recent.item.to_numpy(), dtype=torch.long), num_users
+        torch.tensor(train.user.to_numpy(), dtype=torch.long), torch.tensor(train.item.to_numpy(), dtype=torch.long), num_users
     )
     return UserHistory(indptr.numpy(), indices.numpy())
 
@@ -176,7 +177,7 @@ def batch_loss(
     """The loss of the examples at `idx`, as the sampler's manifest says."""
     users, items = ex.users[idx], ex.items[idx]
     if ex.loss == "bce":
-        return bce_loss(model.score(users, items), ex.labels[idx], ex.weights[idx])
+        return bce_loss(model.score(users, items, ex.positives[idx]), ex.labels[idx], ex.weights[idx])
     user_emb, item_emb = model(users, items)
     log_q = ex.log_q[idx] if params.logq and ex.log_q is not None else None
     extra_emb = extra_items = None
