@@ -138,15 +138,16 @@ class SamplingParams:
 class ModelParams:
     """Params group `model`: two-tower architecture (see gamerec.model.ModelConfig)."""
 
-    dim: int = _range(1, default=32)
-    hidden: list[int] = field(default_factory=lambda: [64], metadata={"min": 1})  # MLP layer sizes
-    dropout: float = _range(0.0, 0.95, default=0.1)
+    dim: int = _range(1, default=128)
+    # MLP hidden layer sizes; [] = one linear layer per tower
+    hidden: list[int] = field(default_factory=list, metadata={"min": 1, "empty": True})
+    dropout: float = _range(0.0, 0.95, default=0.0)  # between hidden layers
     normalize: bool = True
-    temperature: float = _range(1e-4, 100.0, default=0.1)
-    history: int = _range(0, default=0)  # recent train items pooled into the user tower (0 = off)
-    user_id: bool = True  # embed the user id in the user tower (false: history only)
-    causal: bool = False  # train on the history before each positive only (next-item prediction)
-    pooling: Literal["mean", "recency"] = "mean"  # recency: a learned weight per recency rank
+    temperature: float = _range(1e-4, 100.0, default=0.15)
+    history: int = _range(0, default=20)  # recent train items pooled into the user tower (0 = off)
+    user_id: bool = False  # embed the user id in the user tower (false: history only)
+    causal: bool = True  # train on the history before each positive only (next-item prediction)
+    pooling: Literal["mean", "recency"] = "recency"  # recency: a learned weight per recency rank
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:
@@ -160,9 +161,9 @@ class TrainParams:
     """Params group `train`: the optimisation loop."""
 
     seed: int = 0
-    epochs: int = _range(1, default=20)
-    batch_size: int = _range(2, default=512)
-    lr: float = _range(0.0, 10.0, default=0.005)
+    epochs: int = _range(1, default=30)
+    batch_size: int = _range(2, default=1024)
+    lr: float = _range(0.0, 10.0, default=0.01)
     weight_decay: float = _range(0.0, 1.0, default=0.0)
     patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
@@ -234,7 +235,7 @@ def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
         return parse(tp, value, key)
     if typing.get_origin(tp) is list:
         (inner,) = typing.get_args(tp)
-        if not isinstance(value, list) or not value:
+        if not isinstance(value, list) or (not value and not meta.get("empty")):
             raise GamerecError(f"params: {key} = {value!r} is not valid; expected a non-empty list of {_type_name(inner)}s")
         return [_convert(f"{key}[{i}]", v, inner, meta) for i, v in enumerate(value)]
     if typing.get_origin(tp) is Literal:
