@@ -61,7 +61,7 @@ def test_repository_params_are_valid():
 @pytest.mark.parametrize(
     "raw, message",
     [
-        ({"user_id": False}, "model.user_id = false needs model.history > 0"),
+        ({"user_id": False, "history": 0}, "model.user_id = false needs model.history > 0"),
         ({"pooling": "max", "history": 5}, "model.pooling = 'max' is not valid; expected one of 'mean', 'recency'"),
         ({"causal": "yes"}, "model.causal = 'yes' is not valid; expected true or false"),
     ],
