@@ -190,6 +190,18 @@ def test_also_view_excludes_the_positive_itself():
     assert gs[0][4] == [3]
 
 
+@pytest.mark.parametrize("top_up", [False, True])
+def test_also_view_easy_adds_uniform_negatives_to_every_positive(top_up):
+    pos = positives(AV_PAIRS, num_items=10, also=ALSO)
+    base = also_view(pos, AlsoViewParams(negatives=2, top_up=top_up), np.random.default_rng(0))
+    mixed = also_view(pos, AlsoViewParams(negatives=2, top_up=top_up, easy=2), np.random.default_rng(0))
+    check_contract(mixed, pos, 4, "weight")
+    assert mixed.report["hard_negatives"] == base.report["hard_negatives"]
+    seen, catalogue = train_sets(pos), set(int(i) for i in pos.items)
+    for (u, _, _, _, b), (_, _, _, _, m) in zip(groups(base.examples), groups(mixed.examples)):
+        assert len(m) == len(b) + (2 if catalogue - seen[int(u)] else 0)
+
+
 def test_also_view_top_up_fills_to_k_and_reports_mix():
     pos = positives(AV_PAIRS, num_items=10, also=ALSO)
     neg = also_view(pos, AlsoViewParams(negatives=3, top_up=True), np.random.default_rng(0))

@@ -120,6 +120,7 @@ class AlsoViewParams:
 
     negatives: int = _range(1, default=4)  # cap of hard negatives per positive
     top_up: bool = True  # fill short lists with uniform negatives up to `negatives`
+    easy: int = _range(0, default=0)  # uniform negatives added to every positive, beside the hard ones
     balance: Literal["weight", "oversample", "none"] = "weight"
 
 

@@ -318,7 +318,8 @@ def also_view(
 
     Candidates the user interacted with in train are dropped (and counted): keeping them made
     false negatives in the older project. At most `negatives` per positive, chosen at random
-    when there are more; with top_up, short lists are filled with uniform unseen items.
+    when there are more; with top_up, short lists are filled with uniform unseen items, and
+    `easy` more uniform unseen items are added to every positive (hard mixed with easy).
     Candidates are gathered in chunks that stay under `memory_mb`; chunking never changes
     the result.
     """
@@ -364,8 +365,8 @@ def also_view(
     easy_group = np.zeros(0, dtype=np.int64)
     easy_items = np.zeros(0, dtype=np.int32)
     top_up_rejected = unfilled = 0
-    if params.top_up:
-        need = k - hard_count
+    if params.top_up or params.easy:
+        need = params.easy + (k - hard_count if params.top_up else np.zeros(n, dtype=np.int64))
         easy_group = np.repeat(np.arange(n, dtype=np.int64), need)
         easy_items, ok, top_up_rejected = draw_unseen(users[easy_group], index, num_items, rng)
         unfilled = int((~ok).sum())
