@@ -163,3 +163,10 @@ def test_als_folds_in_the_history_it_is_given(data):
     torch.testing.assert_close(embed(users + 1, shifted), before_test)
     empty = UserHistory(np.zeros(data.num_users + 1, np.int64), np.zeros(0, np.int64))
     assert torch.count_nonzero(embed(users, empty)) == 0
+
+
+def test_known_before_test_train_only_hides_the_val_item(prepared_dir, data):
+    strict = load_eval_data(prepared_dir, EvaluateParams(negatives=20, k=[1, 10], known_before_test="train"))
+    for field in ("indptr", "indices"):
+        np.testing.assert_array_equal(getattr(strict.test.known, field), getattr(data.val.known, field))
+    assert torch.equal(strict.test.holdout.exclude[1], data.test.holdout.exclude[1])  # val items still excluded

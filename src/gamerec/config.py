@@ -193,6 +193,8 @@ class EvaluateParams:
     negatives: int = _range(1, default=100)  # never-interacted items per test positive
     k: list[int] = field(default_factory=lambda: [10, 50], metadata={"min": 1})  # cutoffs of recall/ndcg/hit_rate
     curve_max_k: int = _range(1, default=100)  # recall@K plot for K = 1..curve_max_k
+    # what scorers know of a test user: train and val items (default), or train only
+    known_before_test: Literal["train+val", "train"] = "train+val"
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
     als: AlsParams = field(default_factory=AlsParams)
 

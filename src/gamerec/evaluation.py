@@ -17,7 +17,8 @@ train items before validation, the train and validation items before test (the v
 interaction is the latest thing a deployed recommender would know). No scorer is ever fit
 on validation; the history-pooling model and ALS (by fold-in) use it as input only. So
 validation and test ask the same question, what comes next, and choices made on
-validation carry over to test.
+validation carry over to test. `known_before_test: train` gives the stricter two-step
+question (test users known by their train items only), for comparison.
 
 A scorer is a function from (user ids, known history) to user embeddings plus an embedding
 per item, so the two-tower model and the baselines go through exactly the same code.
@@ -78,8 +79,8 @@ class EvalData:
     num_users: int
 
 
-def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: InteractionIndex,
-           num_items: int, num_users: int, negatives: int, rng: np.random.Generator) -> Split:
+def _split(name: str, hide: tuple[str, ...], known: tuple[str, ...], interactions: pd.DataFrame,
+           index: InteractionIndex, num_items: int, num_users: int, negatives: int, rng: np.random.Generator) -> Split:
     ho = holdout(interactions, name, hide)
     owner, items = ho.owner, ho.items
     neg_rows = owner.repeat_interleave(negatives)
@@ -88,7 +89,7 @@ def _split(name: str, hide: tuple[str, ...], interactions: pd.DataFrame, index: 
     first = torch.from_numpy(np.flatnonzero(ok) % negatives == 0)  # each positive's first draw
     return Split(
         holdout=ho,
-        known=user_history(interactions, num_users, hide),
+        known=user_history(interactions, num_users, known),
         sampled=Pairs(owner, items, neg_rows, neg_items),
         balanced=Pairs(owner, items, neg_rows[first], neg_items[first]),
     )
@@ -122,8 +123,9 @@ def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
     index = interaction_index(everything)  # "never interacted" means in any split
     rng = np.random.default_rng(params.seed)
     num_users = stats["num_users"]
-    test = _split("test", ("train", "val"), interactions, index, num_items, num_users, params.negatives, rng)
-    val = _split("val", ("train",), interactions, index, num_items, num_users, params.negatives, rng)
+    known_before_test = ("train", "val") if params.known_before_test == "train+val" else ("train",)
+    test = _split("test", ("train", "val"), known_before_test, interactions, index, num_items, num_users, params.negatives, rng)
+    val = _split("val", ("train",), ("train",), interactions, index, num_items, num_users, params.negatives, rng)
     train = interactions[interactions.split == "train"]
     return EvalData(
         test=test,
