@@ -164,7 +164,7 @@ class TrainParams:
     seed: int = 0
     epochs: int = _range(1, default=30)
     batch_size: int = _range(2, default=1024)
-    lr: float = _range(0.0, 10.0, default=0.01)
+    lr: float = _range(0.0, 10.0, default=0.02)
     weight_decay: float = _range(0.0, 1.0, default=0.0)
     patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
