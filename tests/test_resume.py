@@ -15,7 +15,8 @@ from gamerec.config import SamplingParams
 from gamerec.samplers import load_train_positives, sample, write_negatives
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {"epochs": 5, "batch_size": 64, "patience": 100, "lr": 0.01}
+# Enough epochs after the first that train cannot finish between the state appearing and the signal.
+TRAIN = {"epochs": 20, "batch_size": 64, "patience": 100, "lr": 0.01}
 
 
 @pytest.fixture()
