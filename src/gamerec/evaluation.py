@@ -123,7 +123,7 @@ def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
     index = interaction_index(everything)  # "never interacted" means in any split
     rng = np.random.default_rng(params.seed)
     num_users = stats["num_users"]
-    known_before_test = ("train", "val") if params.known_before_test == "train+val" else ("train",)
+    known_before_test = tuple(params.known_before_test.split("+"))  # "train+val" -> ("train", "val")
     test = _split("test", ("train", "val"), known_before_test, interactions, index, num_items, num_users, params.negatives, rng)
     val = _split("val", ("train",), ("train",), interactions, index, num_items, num_users, params.negatives, rng)
     train = interactions[interactions.split == "train"]

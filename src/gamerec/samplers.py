@@ -366,7 +366,7 @@ def also_view(
     easy_items = np.zeros(0, dtype=np.int32)
     top_up_rejected = unfilled = 0
     if params.top_up or params.easy:
-        need = params.easy + (k - hard_count if params.top_up else np.zeros(n, dtype=np.int64))
+        need = params.easy + (k - hard_count) * params.top_up
         easy_group = np.repeat(np.arange(n, dtype=np.int64), need)
         easy_items, ok, top_up_rejected = draw_unseen(users[easy_group], index, num_items, rng)
         unfilled = int((~ok).sum())
