@@ -165,12 +165,22 @@ class TrainParams:
     epochs: int = _range(1, default=30)
     batch_size: int = _range(2, default=1024)
     lr: float = _range(0.0, 10.0, default=0.02)
-    weight_decay: float = _range(0.0, 1.0, default=0.0)
+    # adam: every weight moves every step; lazy_adam: an embedding row moves only in the batches
+    # that use it (sparse gradients), so a step costs the batch, not the catalogue
+    optimizer: Literal["adam", "lazy_adam"] = "lazy_adam"
+    weight_decay: float = _range(0.0, 1.0, default=0.0)  # adam only
     patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
     logq: bool = True  # in_batch: subtract log sampling probability from each logit
     eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
     resume: bool = True  # continue an interrupted run from its last finished epoch
+
+    def __post_init__(self) -> None:
+        if self.optimizer == "lazy_adam" and self.weight_decay > 0:
+            raise GamerecError(
+                "params: train.weight_decay > 0 needs train.optimizer = adam; lazy_adam's sparse "
+                "embedding updates have no weight decay"
+            )
 
 
 @dataclass(frozen=True)
