@@ -5,7 +5,7 @@ from pathlib import Path
 
 import torch
 
-from gamerec import config
+from gamerec import config, profile
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec import baselines
@@ -44,6 +44,9 @@ def main() -> None:
     model = TwoTower.from_checkpoint(torch.load(MODEL, weights_only=True)).eval()
     data = load_eval_data(PREPARED, params)
     report = evaluate(*model_scorer(model), data, params)
+    users, items = len(data.test.holdout.users), model.config.num_items
+    profile.record("evaluate", users=users, items=items, dim=model.config.dim,
+                   ranking_seconds=report.ranking_seconds, flops=2 * users * items * model.config.dim)
     baseline = evaluate(*baselines.popularity(data.popularity), data, params)
     result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
     if params.als.enabled and baselines.als_available():

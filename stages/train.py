@@ -8,7 +8,7 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from gamerec import config
+from gamerec import config, profile
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path, fingerprint, write_json
@@ -34,7 +34,7 @@ def main() -> None:
     frame, manifest = read_negatives(NEGATIVES / sampler)
     examples = Examples.from_frame(frame, manifest)
     interactions = pd.read_parquet(PREPARED / "interactions.parquet")
-    val = holdout(interactions, "val")
+    val = holdout(interactions, "val").sample(params.val_users, params.seed)
 
     torch.manual_seed(params.seed)  # the initial weights
     cfg = ModelConfig(
@@ -67,7 +67,9 @@ def main() -> None:
         torch.save({**model.checkpoint(), "sampler": sampler, "best_epoch": result.best_epoch}, tmp)
     write_json(METRICS, summary)
     STATE.unlink(missing_ok=True)  # finished: nothing left to resume
-    print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s")
+    profile.record("train", sampler=sampler, seconds=result.seconds, examples=len(examples),
+                   positives_per_second=result.positives_per_second)
+    print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s (steady state)")
 
 
 if __name__ == "__main__":

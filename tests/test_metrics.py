@@ -2,6 +2,7 @@
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,6 +70,29 @@ def test_threshold_and_accuracy_by_hand():
 
 
 def test_roc_points_on_a_fixed_grid():
-    fpr, tpr = metrics.roc_points(T([0.9, 0.8]), T([0.1, 0.85]), grid=11)
+    auc, (fpr, tpr) = metrics.auc_and_roc(T([0.9, 0.8]), T([0.1, 0.85]), grid=11)
     assert fpr[0] == 0.0 and fpr[-1] == 1.0 and len(tpr) == 11
-    assert tpr[-1] == 1.0 and all(a <= b for a, b in zip(tpr, tpr[1:]))
+    # one positive (0.9) above both negatives; the second only after the 0.85 negative
+    assert tpr[:5] == pytest.approx([0.5] * 5) and tpr[5:] == pytest.approx([1.0] * 6)  # top of the step at 0.5
+    assert auc == pytest.approx(0.75)
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_auc_and_roc_match_scikit_learn(ties):
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    g = torch.Generator().manual_seed(int(ties))
+    for _ in range(100):
+        n, m = (int(x) for x in torch.randint(1, 60, (2,), generator=g))
+        pos = torch.randint(0, 10, (n,), generator=g).double()
+        neg = torch.randint(0, 8, (m,), generator=g).double()
+        if not ties:
+            pos, neg = pos + torch.rand(n, generator=g), neg + torch.rand(m, generator=g)
+        labels, scores = np.r_[np.ones(n), np.zeros(m)], torch.cat([pos, neg]).numpy()
+        auc, (grid, tpr) = metrics.auc_and_roc(pos, neg)
+        assert auc == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+        fpr_ref, tpr_ref, _ = roc_curve(labels, scores, drop_intermediate=False)
+        # the curve through scikit-learn's corners; at a vertical step, its top
+        expected = [tpr_ref[np.isclose(fpr_ref, x)].max() if np.isclose(fpr_ref, x).any()
+                    else np.interp(x, fpr_ref, tpr_ref) for x in grid]
+        assert tpr == pytest.approx(expected, abs=1e-9)

@@ -173,6 +173,7 @@ class TrainParams:
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
     logq: bool = True  # in_batch: subtract log sampling probability from each logit
     eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
+    val_users: int = _range(0, default=50_000)  # validation users ranked for early stopping (0 = all)
     resume: bool = True  # continue an interrupted run from its last finished epoch
 
     def __post_init__(self) -> None:
@@ -206,6 +207,7 @@ class EvaluateParams:
     # what scorers know of a test user: train and val items (default), or train only
     known_before_test: Literal["train+val", "train"] = "train+val"
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
+    val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS and for the ablation (0 = all)
     als: AlsParams = field(default_factory=AlsParams)
 
 

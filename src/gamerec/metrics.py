@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score, roc_curve
 
 
 def _per_user(owner: torch.Tensor, n_users: int, weights: torch.Tensor | None = None) -> torch.Tensor:
@@ -62,24 +61,41 @@ def coverage(top: torch.Tensor, catalogue_items: int) -> float:
     return len(torch.unique(top[top > 0])) / max(catalogue_items, 1)
 
 
-def _pairs(pos: torch.Tensor, neg: torch.Tensor) -> tuple[np.ndarray, np.ndarray]:
-    scores = torch.cat([pos.reshape(-1), neg.reshape(-1)]).double().numpy()
-    labels = np.r_[np.ones(pos.numel()), np.zeros(neg.numel())]
-    return labels, scores
-
-
 def auc(pos: torch.Tensor, neg: torch.Tensor) -> float:
     """ROC AUC of positive against negative scores, pooled over users; ties count one half."""
+    return auc_and_roc(pos, neg)[0]
+
+
+def auc_and_roc(pos: torch.Tensor, neg: torch.Tensor, grid: int = 101) -> tuple[float, tuple[list[float], list[float]]]:
+    """ROC AUC (ties count one half) and the ROC curve as TPR on a fixed FPR grid.
+
+    One sort of the negatives serves both, and every count is a binary search in it, so
+    100 million pairs need no per-pair labels or float64 copies. AUC is the Mann-Whitney
+    count. The curve is scikit-learn's: corners at each distinct score (predict positive at
+    score >= threshold), straight lines between them; at a vertical step the grid point
+    takes its top. The fixed grid lets curves of two runs line up in `dvc plots diff`.
+    """
     if pos.numel() == 0 or neg.numel() == 0:
-        return float("nan")
-    return float(roc_auc_score(*_pairs(pos, neg)))
+        return float("nan"), (np.linspace(0.0, 1.0, grid).tolist(), [float("nan")] * grid)
+    neg_sorted = torch.sort(neg.reshape(-1)).values
+    pos_sorted = torch.sort(pos.reshape(-1).to(neg_sorted.dtype)).values
+    n_pos, n_neg = len(pos_sorted), len(neg_sorted)
+    below = torch.searchsorted(neg_sorted, pos_sorted, side="left")
+    tied = torch.searchsorted(neg_sorted, pos_sorted, side="right") - below
+    auc = float((below.sum(dtype=torch.float64) + 0.5 * tied.sum(dtype=torch.float64)) / (n_pos * n_neg))
 
-
-def roc_points(pos: torch.Tensor, neg: torch.Tensor, grid: int = 101) -> tuple[list[float], list[float]]:
-    """The ROC curve as TPR on a fixed FPR grid, so curves of two runs line up in `dvc plots diff`."""
-    fpr, tpr, _ = roc_curve(*_pairs(pos, neg))
-    grid_fpr = np.linspace(0.0, 1.0, grid)
-    return grid_fpr.tolist(), np.interp(grid_fpr, fpr, tpr).tolist()
+    # At a false-positive count c the threshold has passed floor(c) negatives; w is the next
+    # one, and the curve runs from (#neg > w, #pos > w) to (#neg >= w, #pos >= w).
+    grid_fpr = torch.linspace(0.0, 1.0, grid, dtype=torch.float64)
+    c = grid_fpr * n_neg
+    next_neg = n_neg - 1 - torch.floor(c + 1e-9).long()  # index of w, ascending (1e-9: 0.29 * 100 is 28.99..)
+    w = neg_sorted[next_neg.clamp(min=0)]
+    count = lambda sorted_, side: len(sorted_) - torch.searchsorted(sorted_, w, side=side)
+    fp_lo, fp_hi = count(neg_sorted, "right"), count(neg_sorted, "left")
+    tp_lo, tp_hi = count(pos_sorted, "right"), count(pos_sorted, "left")
+    share = (c - fp_lo) / (fp_hi - fp_lo)
+    tpr = torch.where(next_neg < 0, 1.0, (tp_lo + share * (tp_hi - tp_lo)) / n_pos)  # c = n_neg: all passed
+    return auc, (grid_fpr.tolist(), tpr.tolist())
 
 
 def best_threshold(pos: torch.Tensor, neg: torch.Tensor) -> float:
