@@ -93,3 +93,48 @@ def test_early_stopping_keeps_the_best_epoch(prepared_dir):
     recalls = [row["val_recall@10"] for row in result.history]
     assert result.best_recall == max(recalls) and recalls[result.best_epoch - 1] == max(recalls)
     assert len(recalls) < 30 or result.best_epoch == 30
+
+
+def _two_steps(prepared_dir, optimizer):
+    """Train two one-row batches of different items; the item table before and after each step."""
+    from gamerec.training import batch_loss, optimizers
+
+    model, ex, _, params = build(prepared_dir, "out_batch", optimizer=optimizer, lr=0.1)
+    first, second = 0, int(torch.nonzero(ex.items != ex.items[0]).flatten()[0])
+    opts = optimizers(model, params)
+    tables = [model.item_tower.item.weight.detach().clone()]
+    for row in (first, second):
+        loss = batch_loss(model, ex, torch.tensor([row]), params, torch.Generator())
+        for opt in opts:
+            opt.zero_grad(set_to_none=True)
+        loss.backward()
+        for opt in opts:
+            opt.step()
+        tables.append(model.item_tower.item.weight.detach().clone())
+    return int(ex.items[first]), int(ex.items[second]), tables
+
+
+def test_lazy_adam_moves_only_the_rows_a_batch_used(prepared_dir):
+    # step 2 uses another item: dense Adam keeps moving step 1's row on its momentum, lazy Adam does not
+    used, other, (start, after_1, after_2) = _two_steps(prepared_dir, "lazy_adam")
+    assert not torch.equal(start[used], after_1[used]) and torch.equal(after_1[used], after_2[used])
+    assert torch.equal(start[other], after_1[other]) and not torch.equal(after_1[other], after_2[other])
+    untouched = torch.ones(len(start), dtype=torch.bool)
+    untouched[[used, other]] = False
+    assert torch.equal(start[untouched], after_2[untouched])
+    used, other, (start, after_1, after_2) = _two_steps(prepared_dir, "adam")
+    assert not torch.equal(after_1[used], after_2[used])
+
+
+def test_a_sampled_holdout_keeps_each_users_own_rows(prepared_dir):
+    full = holdout(pd.read_parquet(prepared_dir / "interactions.parquet"), "val")
+    assert full.sample(0, seed=0) is full and full.sample(len(full.users), seed=0) is full
+    part = full.sample(20, seed=1)
+    assert len(part.users) == 20 and torch.equal(part.users, part.users.sort().values)
+    assert torch.equal(part.users, full.sample(20, seed=1).users)  # the seed decides
+    row_of = {int(u): r for r, u in enumerate(full.users)}
+    for r, user in enumerate(part.users.tolist()):
+        for mine, theirs in ((part.exclude, full.exclude), (part.targets, full.targets)):
+            f = row_of[user]
+            assert torch.equal(mine[1][mine[0][r]: mine[0][r + 1]], theirs[1][theirs[0][f]: theirs[0][f + 1]])
+    assert torch.equal(part.items, part.targets[1]) and len(part.owner) == len(part.items)

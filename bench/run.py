@@ -1,0 +1,241 @@
+"""Benchmark the pipeline: every stage at a data size, beside the per-row loop and the machine.
+
+    python bench/run.py --size small      # the default synthetic data set (about 2 minutes)
+    python bench/run.py --size 5m         # 5 million reviews, 1 million users, 100k items
+
+Each stage runs as its own process (the real `stages/*.py` in a scratch folder with its own
+params.yaml), so its wall time and peak resident memory (the OS's, from wait4) are its own.
+Training runs one epoch per sampler; `evaluate` ranks the in_batch model's test users over
+the full catalogue (the ALS grid is off: it is a baseline, not the pipeline). In the same
+run, two references turn the figures into ratios that survive a noisy machine:
+
+- the per-row loop of `bench/naive.py` (the older project's data path, the same model)
+  gives `speedup_vs_per_row` for each sampler's steady-state training rate;
+- `bench/machine.py` measures float32 matmul at the evaluation's shapes and the memory copy
+  bandwidth; the ranking step's FLOP rate is reported as a fraction of that matmul rate,
+  and training's from its FLOP count per positive (`train_flops_per_positive` below).
+
+Prints one JSON object on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import machine  # noqa: E402  (bench/ is a folder of scripts, not a package)
+
+from gamerec.model import ModelConfig  # noqa: E402
+from gamerec.retrieval import chunk_rows  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+SAMPLERS = ("out_batch", "also_view", "in_batch")  # in_batch last: evaluate ranks its model, the default
+SIZES = {  # synthetic params; the rest of params.yaml stays as the repository has it
+    "tiny": {"users": 300, "items": 150, "interactions": 3_000},  # for the tests
+    "small": {},  # params.yaml's own: 4000 users, 1200 items, 60k reviews
+    "5m": {"users": 1_000_000, "items": 100_000, "interactions": 5_000_000},
+}
+
+
+def train_flops_per_positive(cfg: ModelConfig, softmax: bool, batch_size: int, rows_per_positive: float,
+                             tokens_per_item: float, history_per_user: float) -> float:
+    """Training FLOPs per positive, counted from the architecture (a multiply-add is 2 FLOPs).
+
+    Per example row, forward: the item tower's description mean (tokens x dim) and price
+    layer (2 x 2 x dim), its MLP (4 x dim in); the user tower's history pool (items x dim,
+    weighted) and MLP; normalising both (3 x dim each); the score: one dot product (BCE) or
+    a row of the batch's logits (softmax: batch x dim, plus about 5 FLOPs per logit for the
+    softmax). Backward costs about twice forward, so training is 3x forward. Embedding
+    lookups and optimiser updates move memory and count 0 here.
+    """
+    d = cfg.dim
+
+    def mlp(width: int) -> float:
+        flops = 0.0
+        for size in [*cfg.hidden, d]:
+            flops, width = flops + 2 * width * size, size
+        return flops
+
+    item = tokens_per_item * d + 4 * d + mlp(4 * d) + 3 * d
+    parts = int(cfg.user_id) + int(cfg.history > 0)
+    user = 2 * min(history_per_user, cfg.history) * d + mlp(parts * d) + 3 * d
+    score = batch_size * (2 * d + 5) if softmax else 2 * d
+    return 3 * rows_per_positive * (item + user + score)
+
+
+class Bench:
+    """A scratch folder with params.yaml, and the stages run in it one process at a time."""
+
+    def __init__(self, workdir: Path, size: str):
+        self.dir = workdir
+        self.profile = workdir / "profile.jsonl"
+        params = yaml.safe_load((REPO / "params.yaml").read_text())
+        params["synthetic"].update(SIZES[size])
+        params["train"]["epochs"] = 1
+        params["evaluate"]["als"]["enabled"] = False
+        self.params = params
+        self.write_params()
+
+    def write_params(self) -> None:
+        (self.dir / "params.yaml").write_text(yaml.safe_dump(self.params, sort_keys=False))
+
+    def run(self, name: str, *argv: str) -> dict:
+        """Run one Python script in the folder; its wall seconds and peak RSS (GiB, see peak.py)."""
+        log = self.dir / "logs" / f"{name.replace('@', '_')}.log"
+        log.parent.mkdir(exist_ok=True)
+        peak = self.dir / "logs" / "peak"
+        env = {**os.environ, "GAMEREC_PROFILE": str(self.profile), "DVC_NO_ANALYTICS": "1", "BENCH_PEAK_FILE": str(peak)}
+        print(f"bench: {name} ...", file=sys.stderr, flush=True)
+        start = time.perf_counter()
+        with log.open("w") as out:
+            code = subprocess.call([sys.executable, str(REPO / "bench" / "peak.py"), *argv], cwd=self.dir, env=env,
+                                   stdout=out, stderr=subprocess.STDOUT)
+        wall = time.perf_counter() - start
+        if code != 0:
+            sys.exit(f"bench: {name} failed; its output:\n{log.read_text()[-3000:]}")
+        gib = int(peak.read_text()) / 2**20
+        print(f"bench: {name} {wall:.1f} s, peak {gib:.2f} GiB", file=sys.stderr, flush=True)
+        return {"seconds": round(wall, 2), "peak_rss_gib": round(gib, 3)}
+
+    def stage(self, name: str, *args: str) -> dict:
+        return self.run(name, str(REPO / "stages" / f"{name.split('@')[0]}.py"), *args)
+
+    def figures(self, step: str, **match) -> dict:
+        """The last figures a stage recorded under `step` (see gamerec.profile)."""
+        rows = [json.loads(line) for line in self.profile.read_text().splitlines()]
+        return [r for r in rows if r["step"] == step and all(r.get(k) == v for k, v in match.items())][-1]
+
+    def metrics(self, path: str) -> dict:
+        return json.loads((self.dir / path).read_text())
+
+
+def _rate(count: float, seconds: float) -> float:
+    return round(count / seconds, 1) if seconds else float("nan")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", choices=list(SIZES), default="small")
+    parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, removed after)")
+    parser.add_argument("--naive-batches", type=int, default=30, help="timed batches of the per-row loop per sampler")
+    args = parser.parse_args()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"gamerec-bench-{args.size}-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        report = run_all(Bench(workdir, args.size), args)
+    finally:
+        if args.workdir is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+    json.dump(_no_nan(report), sys.stdout, indent=2)  # strict JSON: a rate with nothing timed is null
+    print()
+
+
+def run_all(bench: Bench, args: argparse.Namespace) -> dict:
+    steps: dict[str, dict] = {}
+    steps["synthesize"] = bench.stage("synthesize")
+    steps["prepare"] = bench.stage("prepare")
+    data = bench.metrics("metrics/data.json")
+    raw = data["cleaning"]["raw_interactions"]
+    steps["synthesize"]["reviews_per_second"] = _rate(raw, steps["synthesize"]["seconds"])
+    steps["prepare"]["reviews_per_second"] = _rate(raw, steps["prepare"]["seconds"])
+    examples = {}
+    for s in SAMPLERS:
+        step = steps[f"sample_negatives@{s}"] = bench.stage(f"sample_negatives@{s}", s)
+        examples[s] = bench.metrics(f"metrics/sampling/{s}.json")
+        step["examples_per_second"] = _rate(examples[s]["examples"], step["seconds"])
+
+    stats = json.loads((bench.dir / "data/prepared/stats.json").read_text())
+    cfg = ModelConfig(num_users=stats["num_users"], num_items=stats["num_items"], num_brands=stats["num_brands"],
+                      num_tokens=stats["num_tokens"], **bench.params["model"])
+    shapes = _data_shapes(bench.dir)
+    print("bench: the machine's matmul and copy rates ...", file=sys.stderr, flush=True)
+    eval_rows = min(chunk_rows(cfg.num_items, bench.params["evaluate"]["memory_mb"]), data["splits"]["test"])
+    matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.dim)
+    copy = machine.copy_gbps()
+
+    batch_size = bench.params["train"]["batch_size"]
+    for s in SAMPLERS:
+        bench.params["sampler"] = s
+        bench.write_params()
+        step = steps[f"train@{s}"] = bench.stage(f"train@{s}")
+        naive = bench.run(f"per_row@{s}", str(REPO / "bench" / "naive.py"), "--workdir", ".",
+                          "--sampler", s, "--batches", str(args.naive_batches))
+        naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))
+        ours = bench.figures("train", sampler=s)["positives_per_second"]
+        ex = examples[s]
+        flops = train_flops_per_positive(cfg, s == "in_batch", batch_size, ex["examples"] / ex["positives"],
+                                         shapes["tokens_per_item"], shapes["history_per_user"])
+        step.update({
+            "examples": ex["examples"],
+            "positives_per_second": round(ours, 1),
+            "per_row_positives_per_second": round(naive["positives_per_second"], 1),
+            "speedup_vs_per_row": round(ours / naive["positives_per_second"], 1),
+            "flops_per_positive": round(flops),
+            "gflops": round(ours * flops / 1e9, 1),
+            "fraction_of_matmul": round(ours * flops / 1e9 / matmul, 3),
+            "per_row_reference": naive,
+        })
+
+    steps["evaluate"] = bench.stage("evaluate")
+    ranked = bench.figures("evaluate")
+    gflops = ranked["flops"] / ranked["ranking_seconds"] / 1e9
+    steps["evaluate"].update({
+        "users_ranked": ranked["users"],
+        "catalogue_items": ranked["items"],
+        "ranking_seconds": round(ranked["ranking_seconds"], 2),
+        "users_ranked_per_second": _rate(ranked["users"], ranked["ranking_seconds"]),
+        "ranking_gflops": round(gflops, 1),
+        "fraction_of_matmul": round(gflops / matmul, 3),
+    })
+    pipeline = ["synthesize", "prepare", *(f"sample_negatives@{s}" for s in SAMPLERS), "train@in_batch", "evaluate"]
+    return {
+        "size": args.size,
+        "data": {"reviews": raw, "interactions": data["interactions"], "users": data["users"],
+                 "items": data["items"], "train_positives": data["splits"]["train"]},
+        "machine": {"cpus": os.cpu_count(), "torch_threads": _torch_threads(),
+                    "matmul_gflops": round(matmul, 1), "matmul_shape": [eval_rows, cfg.dim, cfg.num_items],
+                    "copy_gbps": round(copy, 1)},
+        "steps": steps,
+        # what `dvc repro` runs (one train, the in_batch default), and the peak of any one step
+        "pipeline_seconds": round(sum(steps[name]["seconds"] for name in pipeline), 1),
+        "pipeline_peak_rss_gib": max(steps[name]["peak_rss_gib"] for name in pipeline),
+        "all_steps_seconds": round(sum(v["seconds"] for v in steps.values()), 1),
+    }
+
+
+def _no_nan(value):
+    if isinstance(value, dict):
+        return {k: _no_nan(v) for k, v in value.items()}
+    return None if isinstance(value, float) and value != value else value
+
+
+def _data_shapes(workdir: Path) -> dict[str, float]:
+    """Mean description tokens per item and train history per user: the FLOP count's inputs."""
+    import numpy as np
+    import pandas as pd
+
+    with np.load(workdir / "data/prepared/text.npz") as text:
+        tokens = len(text["indices"]) / max(len(text["indptr"]) - 1, 1)
+    split = pd.read_parquet(workdir / "data/prepared/interactions.parquet", columns=["user", "split"])
+    train = split[split.split == "train"]
+    return {"tokens_per_item": tokens, "history_per_user": len(train) / max(train.user.nunique(), 1)}
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    main()

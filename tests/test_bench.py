@@ -1,0 +1,73 @@
+"""The benchmark's references and its report: the per-row loop must train the same model."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from gamerec.config import SamplingParams, TrainParams
+from gamerec.model import ModelConfig, TwoTower
+from gamerec.samplers import load_train_positives, sample
+from gamerec.training import Examples, batch_loss, item_features, user_history
+
+BENCH = Path(__file__).resolve().parents[1] / "bench"
+sys.path.insert(0, str(BENCH))
+import naive  # noqa: E402
+
+
+@pytest.mark.parametrize("sampler", ["out_batch", "in_batch", "also_view"])
+@pytest.mark.parametrize("causal", [True, False])
+def test_the_per_row_loop_computes_the_same_loss(prepared_dir, sampler, causal):
+    stats = json.loads((prepared_dir / "stats.json").read_text())
+    negatives = sample(sampler, load_train_positives(prepared_dir), SamplingParams())
+    ex = Examples.from_frame(negatives.examples, negatives.manifest)
+    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    cfg = ModelConfig(stats["num_users"], stats["num_items"], stats["num_brands"], stats["num_tokens"], dim=16,
+                      hidden=[], history=5, user_id=False, causal=causal, pooling="recency")
+    history, features = user_history(interactions, cfg.num_users), item_features(prepared_dir, stats)
+    torch.manual_seed(0)
+    model = TwoTower(cfg, features, history)
+    torch.nn.init.normal_(model.user_tower.recency)  # unequal recency weights, so the window order matters
+    idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:64]
+    params = TrainParams()
+    dataset = naive.PerRowExamples(ex, features, history, cfg)
+    batch = next(iter(DataLoader(torch.utils.data.Subset(dataset, idx.tolist()), batch_size=64,
+                                 collate_fn=naive.pad_collate)))
+    assert batch["description"].shape[0] == 64 and batch["history"].shape == (64, 5)
+    expected = batch_loss(model, ex, idx, params, torch.Generator())
+    assert naive.naive_loss(model, batch, params.logq).item() == pytest.approx(expected.item(), rel=1e-5)
+
+
+def test_flop_count_by_hand():
+    import run
+
+    cfg = ModelConfig(10, 10, 2, 5, dim=4, hidden=[], history=3, user_id=False)
+    # item: 2 tokens x 4 + price 16 + mlp 2*16*4 + norm 12 = 164; user: 2*3*4 + 2*4*4 + 12 = 68
+    assert run.train_flops_per_positive(cfg, False, 8, 5.0, 2.0, 10.0) == 3 * 5 * (164 + 68 + 8)
+    assert run.train_flops_per_positive(cfg, True, 8, 1.0, 2.0, 10.0) == 3 * (164 + 68 + 8 * 13)
+
+
+@pytest.mark.e2e
+def test_bench_reports_every_step(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--size", "tiny", "--naive-batches", "2",
+                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    steps = report["steps"]
+    expected = ["synthesize", "prepare", *(f"sample_negatives@{s}" for s in ("out_batch", "also_view", "in_batch")),
+                *(f"train@{s}" for s in ("out_batch", "also_view", "in_batch")), "evaluate"]
+    assert list(steps) == expected
+    for name, step in steps.items():
+        assert step["seconds"] > 0 and 0.01 < step["peak_rss_gib"] < 8, name
+    for s in ("out_batch", "also_view"):  # in_batch's tiny epoch is all warm-up: its rates are null
+        train = steps[f"train@{s}"]
+        assert train["speedup_vs_per_row"] == pytest.approx(
+            train["positives_per_second"] / train["per_row_positives_per_second"], rel=0.01)
+    assert steps["evaluate"]["users_ranked"] == report["data"]["users"]
+    assert 0 < steps["evaluate"]["fraction_of_matmul"] and report["machine"]["matmul_gflops"] > 0
+    assert report["pipeline_seconds"] < report["all_steps_seconds"]
