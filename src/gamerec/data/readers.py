@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import orjson
 import pandas as pd
 
 from gamerec.data.prices import parse_price
@@ -405,6 +406,10 @@ def _literal(text: str) -> object:
 
 def _parse_json(text: str) -> object:
     try:
+        return orjson.loads(text)  # several times faster than json.loads on millions of lines
+    except orjson.JSONDecodeError:
+        pass
+    try:  # what orjson rejects and json accepts: NaN/Infinity literals, integers past 64 bits
         return json.loads(text)
     except (ValueError, RecursionError):
         return None
