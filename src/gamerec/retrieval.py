@@ -73,7 +73,6 @@ def rank_and_top_k(
     k = min(k, len(item_emb) - 1)
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
-    item_ids = torch.arange(len(item_emb))
     for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb):
         top[rows] = torch.topk(scores, k, dim=1).indices
         if targets is None:
@@ -82,18 +81,18 @@ def rank_and_top_k(
         first = int(targets[0][rows.start])
         for part in range(0, len(items), RANK_BLOCK):
             o, t = owner[part : part + RANK_BLOCK], items[part : part + RANK_BLOCK, None]  # o: row in the chunk
-            row_scores = scores[o]
-            ranks[first + part : first + part + len(t)] = 1 + _count_before(row_scores, t, item_ids)
+            lo, hi = int(o[0]), int(o[-1])
+            # one target per row (leave-last-out): a view of the rows; else a copy, row per target
+            row_scores = scores[lo : hi + 1] if hi - lo == len(o) - 1 else scores[o]
+            ranks[first + part : first + part + len(t)] = 1 + _count_before(row_scores, t)
     return ranks, top
 
 
-def _count_before(scores: torch.Tensor, targets: torch.Tensor, item_ids: torch.Tensor) -> torch.Tensor:
+def _count_before(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Per row, the items ranked before its target: scoring higher, or the same with a smaller id."""
     mine = scores.gather(1, targets)
     above = torch.sum(scores > mine, 1, dtype=torch.int32)
     tied = torch.sum(scores >= mine, 1, dtype=torch.int32) - above - 1  # the target ties itself
-    rows = torch.nonzero(tied > 0).flatten()  # rare for a model, common for popularity counts
-    if len(rows):
-        same = scores[rows] == mine[rows]
-        above[rows] += torch.sum(same & (item_ids[None, :] < targets[rows]), 1, dtype=torch.int32)
+    for r in torch.nonzero(tied > 0).flatten().tolist():  # rare for a model, common for popularity counts
+        above[r] += torch.sum(scores[r, : targets[r]] == mine[r], dtype=torch.int32)  # ties with a smaller id
     return above
