@@ -53,3 +53,29 @@ def test_chunked_ranking_equals_unchunked():
         for j, t in enumerate(targets[1][targets[0][u] : targets[0][u + 1]].tolist()):
             expected = 1 + sum(1 for i in visible if scores[u, i] > scores[u, t])
             assert big[0][targets[0][u] + j] == expected
+
+
+def test_scores_shared_by_every_user_rank_as_if_each_was_scored():
+    # popularity-like: few distinct scores (many ties), every user the same embedding
+    from gamerec import csr
+    from gamerec.retrieval import masked_score_chunks
+
+    g = torch.Generator().manual_seed(3)
+    n_items, n_users = 40, 25
+    item_emb = torch.randint(0, 6, (n_items, 1), generator=g).float()
+    user_emb = torch.ones(n_users, 1)
+    target = torch.randint(1, n_items, (n_users,), generator=g)
+    rows, items = torch.randint(0, n_users, (60,), generator=g), torch.randint(1, n_items, (60,), generator=g)
+    keep = items != target[rows]  # a held-out item is never among the user's excluded ones
+    exclude = csr.from_pairs(rows[keep], items[keep], n_users)
+    targets = csr.from_pairs(torch.arange(n_users), target, n_users)
+    ranks, top = rank_and_top_k(user_emb, item_emb, exclude, targets, 5)
+    for (chunk, scores) in masked_score_chunks(user_emb, item_emb, exclude, 512):  # each user scored
+        for u in range(chunk.start, chunk.stop):
+            t = int(targets[1][u])
+            row = scores[u - chunk.start]
+            before = (row > row[t]) | ((row == row[t]) & (torch.arange(n_items) < t))
+            assert int(ranks[u]) == 1 + int(before.sum())
+            # the top 5: best scores first, ties to the smaller id, nothing excluded
+            expected = sorted(range(n_items), key=lambda i: (-float(row[i]), i))[:5]
+            assert top[u].tolist() == expected

@@ -71,6 +71,8 @@ def rank_and_top_k(
     plus those scoring the same with a smaller id, so ties never make a rank ambiguous.
     """
     k = min(k, len(item_emb) - 1)
+    if len(user_emb) > 1 and bool((user_emb == user_emb[0]).all()):  # e.g. popularity: one ranking for all
+        return _rank_shared((item_emb @ user_emb[0]).reshape(-1), exclude, targets, k, len(user_emb))
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
     for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb):
@@ -96,3 +98,45 @@ def _count_before(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     for r in torch.nonzero(tied > 0).flatten().tolist():  # rare for a model, common for popularity counts
         above[r] += torch.sum(scores[r, : targets[r]] == mine[r], dtype=torch.int32)  # ties with a smaller id
     return above
+
+
+def _rank_shared(
+    scores: torch.Tensor,
+    exclude: tuple[torch.Tensor, torch.Tensor],
+    targets: tuple[torch.Tensor, torch.Tensor] | None,
+    k: int,
+    n_users: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`rank_and_top_k` when every user has the same `scores`: one global order, no score matrix.
+
+    The order is the ranking rule itself (higher score first, a tie to the smaller id; item 0
+    never ranked). A target's rank is its place in it less the user's excluded items before
+    it; a user's top k are the first k places that are not excluded. Same ranks as scoring
+    each user, at the cost of sorting the catalogue once (popularity on a million users).
+    """
+    n = len(scores)
+    by_id = torch.arange(n)
+    order = by_id[torch.argsort(-scores.double(), stable=True)]  # stable: ties stay in id order
+    order = order[order != 0]
+    place = torch.full((n,), n, dtype=torch.long)  # item 0's place is past every real one
+    place[order] = torch.arange(len(order))
+    owner, excluded = csr.gather(*exclude, torch.arange(n_users))
+    key = torch.unique(owner * (n + 1) + place[excluded])  # per user, excluded places ascending, once
+    ranks = torch.empty(0, dtype=torch.long)
+    if targets is not None:
+        t_owner, t_items = csr.gather(*targets, torch.arange(n_users))
+        before = torch.searchsorted(key, t_owner * (n + 1) + place[t_items]) - torch.searchsorted(key, t_owner * (n + 1))
+        ranks = place[t_items] + 1 - before
+    # top k: the first k + (most excluded) places cover every user; mark each user's excluded ones
+    per_user = exclude[0][1:] - exclude[0][:-1]
+    width = min(len(order), k + int(per_user.max()) if len(per_user) else k)
+    top = torch.empty(n_users, k, dtype=torch.long)
+    step = max(1, 2**24 // max(width, 1))
+    for start in range(0, n_users, step):
+        rows = torch.arange(start, min(start + step, n_users))
+        o, e = csr.gather(*exclude, rows)
+        hidden = torch.zeros(len(rows), width + 1, dtype=torch.bool)
+        hidden[o, place[e].clamp(max=width)] = True  # places past the window land in a spare column
+        first = torch.sort(hidden[:, :width].to(torch.uint8), dim=1, stable=True).indices[:, :k]
+        top[rows] = order[first]
+    return ranks, top
