@@ -71,3 +71,7 @@ def test_bench_reports_every_step(tmp_path):
     assert steps["evaluate"]["users_ranked"] == report["data"]["users"]
     assert 0 < steps["evaluate"]["fraction_of_matmul"] and report["machine"]["matmul_gflops"] > 0
     assert report["pipeline_seconds"] < report["all_steps_seconds"]
+    (tmp_path / "tiny.json").write_text(out.stdout)
+    table = subprocess.run([sys.executable, str(BENCH / "table.py"), str(tmp_path / "tiny.json")],
+                           capture_output=True, text=True, check=True).stdout
+    assert "| train@in_batch | " in table and "| tiny | out_batch | " in table and "n/a" in table  # in_batch: all warm-up
