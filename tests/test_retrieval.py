@@ -79,3 +79,22 @@ def test_scores_shared_by_every_user_rank_as_if_each_was_scored():
             # the top 5: best scores first, ties to the smaller id, nothing excluded
             expected = sorted(range(n_items), key=lambda i: (-float(row[i]), i))[:5]
             assert top[u].tolist() == expected
+
+
+def test_users_with_several_targets_rank_each_against_their_own_row():
+    from gamerec import csr
+
+    g = torch.Generator().manual_seed(5)
+    n_users, n_items = 7, 30
+    user_emb, item_emb = torch.randn(n_users, 4, generator=g), torch.randn(n_items, 4, generator=g)
+    rows = torch.tensor([0, 0, 2])  # as many rows as the span 0..2, yet not one target per row
+    items = torch.tensor([3, 9, 4])
+    targets = csr.from_pairs(rows, items, n_users)
+    exclude = csr.from_pairs(torch.tensor([1]), torch.tensor([3]), n_users)
+    ranks, _ = rank_and_top_k(user_emb, item_emb, exclude, targets, 5)
+    scores = user_emb @ item_emb.T
+    for n, (u, t) in enumerate(zip(rows.tolist(), items.tolist())):
+        row = scores[u].clone()
+        row[0] = float("-inf")
+        before = (row > row[t]) | ((row == row[t]) & (torch.arange(n_items) < t))
+        assert int(ranks[n]) == 1 + int(before.sum()), (u, t)

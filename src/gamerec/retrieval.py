@@ -83,9 +83,9 @@ def rank_and_top_k(
         first = int(targets[0][rows.start])
         for part in range(0, len(items), RANK_BLOCK):
             o, t = owner[part : part + RANK_BLOCK], items[part : part + RANK_BLOCK, None]  # o: row in the chunk
-            lo, hi = int(o[0]), int(o[-1])
             # one target per row (leave-last-out): a view of the rows; else a copy, row per target
-            row_scores = scores[lo : hi + 1] if hi - lo == len(o) - 1 else scores[o]
+            consecutive = torch.equal(o, torch.arange(int(o[0]), int(o[0]) + len(o)))
+            row_scores = scores[int(o[0]) : int(o[0]) + len(o)] if consecutive else scores[o]
             ranks[first + part : first + part + len(t)] = 1 + _count_before(row_scores, t)
     return ranks, top
 
@@ -115,8 +115,7 @@ def _rank_shared(
     each user, at the cost of sorting the catalogue once (popularity on a million users).
     """
     n = len(scores)
-    by_id = torch.arange(n)
-    order = by_id[torch.argsort(-scores.double(), stable=True)]  # stable: ties stay in id order
+    order = torch.argsort(-scores.double(), stable=True)  # item ids; stable: ties stay in id order
     order = order[order != 0]
     place = torch.full((n,), n, dtype=torch.long)  # item 0's place is past every real one
     place[order] = torch.arange(len(order))
