@@ -66,8 +66,8 @@ def test_bench_reports_every_step(tmp_path):
         assert step["seconds"] > 0 and 0.01 < step["peak_rss_gib"] < 8, name
     for s in ("out_batch", "also_view"):  # in_batch's tiny epoch is all warm-up: its rates are null
         train = steps[f"train@{s}"]
-        assert train["speedup_vs_per_row"] == pytest.approx(
-            train["positives_per_second"] / train["per_row_positives_per_second"], rel=0.01)
+        ratio = train["positives_per_second"] / train["per_row_positives_per_second"]
+        assert train["speedup_vs_per_row"] == pytest.approx(ratio, abs=0.051)  # printed to one decimal
     assert steps["evaluate"]["users_ranked"] == report["data"]["users"]
     assert 0 < steps["evaluate"]["fraction_of_matmul"] and report["machine"]["matmul_gflops"] > 0
     assert report["pipeline_seconds"] < report["all_steps_seconds"]
