@@ -140,8 +140,7 @@ def load(workdir: Path, sampler: str) -> tuple[TwoTower, Examples, PerRowExample
     stats = json.loads((prepared / "stats.json").read_text())
     model_params = config.load(config.ModelParams, "model", params_file)
     params = config.load(config.TrainParams, "train", params_file)
-    cfg = ModelConfig(num_users=stats["num_users"], num_items=stats["num_items"], num_brands=stats["num_brands"],
-                      num_tokens=stats["num_tokens"], **asdict(model_params))
+    cfg = ModelConfig.for_data(stats, **asdict(model_params))
     interactions = pd.read_parquet(prepared / "interactions.parquet")
     history = user_history(interactions, cfg.num_users)
     features = item_features(prepared, stats)

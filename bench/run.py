@@ -30,6 +30,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
+import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -155,8 +158,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         step["examples_per_second"] = _rate(examples[s]["examples"], step["seconds"])
 
     stats = json.loads((bench.dir / "data/prepared/stats.json").read_text())
-    cfg = ModelConfig(num_users=stats["num_users"], num_items=stats["num_items"], num_brands=stats["num_brands"],
-                      num_tokens=stats["num_tokens"], **bench.params["model"])
+    cfg = ModelConfig.for_data(stats, **bench.params["model"])
     shapes = _data_shapes(bench.dir)
     print("bench: the machine's matmul and copy rates ...", file=sys.stderr, flush=True)
     eval_rows = min(chunk_rows(cfg.num_items, bench.params["evaluate"]["memory_mb"]), data["splits"]["test"])
@@ -202,7 +204,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "size": args.size,
         "data": {"reviews": raw, "interactions": data["interactions"], "users": data["users"],
                  "items": data["items"], "train_positives": data["splits"]["train"]},
-        "machine": {"cpus": os.cpu_count(), "torch_threads": _torch_threads(),
+        "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
                     "matmul_gflops": round(matmul, 1), "matmul_shape": [eval_rows, cfg.dim, cfg.num_items],
                     "copy_gbps": round(copy, 1)},
         "steps": steps,
@@ -221,20 +223,11 @@ def _no_nan(value):
 
 def _data_shapes(workdir: Path) -> dict[str, float]:
     """Mean description tokens per item and train history per user: the FLOP count's inputs."""
-    import numpy as np
-    import pandas as pd
-
     with np.load(workdir / "data/prepared/text.npz") as text:
         tokens = len(text["indices"]) / max(len(text["indptr"]) - 1, 1)
     split = pd.read_parquet(workdir / "data/prepared/interactions.parquet", columns=["user", "split"])
     train = split[split.split == "train"]
     return {"tokens_per_item": tokens, "history_per_user": len(train) / max(train.user.nunique(), 1)}
-
-
-def _torch_threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
 
 
 if __name__ == "__main__":

@@ -37,10 +37,7 @@ def main() -> None:
     val = holdout(interactions, "val").sample(params.val_users, params.seed)
 
     torch.manual_seed(params.seed)  # the initial weights
-    cfg = ModelConfig(
-        num_users=stats["num_users"], num_items=stats["num_items"],
-        num_brands=stats["num_brands"], num_tokens=stats["num_tokens"], **asdict(model_params),
-    )
+    cfg = ModelConfig.for_data(stats, **asdict(model_params))
     history = user_history(interactions, cfg.num_users) if cfg.history else None
     model = TwoTower(cfg, item_features(PREPARED, stats), history)
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}

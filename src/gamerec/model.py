@@ -36,6 +36,12 @@ class ModelConfig:
     causal: bool = False  # in training, pool only the items bought before the scored one
     pooling: str = "mean"  # mean | recency (a learned weight per recency rank)
 
+    @classmethod
+    def for_data(cls, stats: dict, **architecture) -> "ModelConfig":
+        """Encoder sizes from prepare's stats.json; `architecture` is the `model` params group."""
+        sizes = {name: stats[name] for name in ("num_users", "num_items", "num_brands", "num_tokens")}
+        return cls(**sizes, **architecture)
+
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
     """Linear layers with ReLU and dropout between them; the last layer is linear."""
