@@ -1,7 +1,14 @@
-"""Running a stage script: user errors become one line on stderr, never a traceback."""
+"""Command-line entry points: stage scripts' error handling, and the `gamerec` command.
+
+`gamerec recommend`, `gamerec similar` and `gamerec serve` read what the `export` stage wrote
+(`models/` by default). A user error (unknown item, missing files, bad k) is one line on
+stderr and exit status 1, never a traceback.
+"""
 
 from __future__ import annotations
 
+import argparse
+import json
 import sys
 from collections.abc import Callable
 
@@ -18,3 +25,78 @@ def run_stage(main: Callable[[], None]) -> None:
     except KeyboardInterrupt:
         print("interrupted: no output was half-written; rerun the stage to start again (train resumes)", file=sys.stderr)
         sys.exit(130)
+
+
+def _k(text: str) -> int:
+    from gamerec.recommender import check_k
+
+    try:
+        return check_k(int(text))
+    except (ValueError, GamerecError) as exc:
+        raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, GamerecError) else f"{text!r} is not an integer")
+
+
+def format_answer(answer: dict) -> str:
+    """An answer as a few readable lines: a header, then rank, ASIN, score, price, brand, title."""
+    query, items = answer["query"], answer["items"]
+    if "user" in query:
+        head = answer.get("note") or (
+            f"{len(items)} games for user {query['user']} that they do not have ({answer['owned']} they have)"
+        )
+    else:
+        head = f"{len(items)} games nearest to {query['item']} ({query['title'][:50]})"
+    lines = [f"{head}; model {answer['model_version'][:12]}"]
+    for item in items:
+        price = "" if item["price"] is None else f"${item['price']:.2f}"
+        lines.append(f"{item['rank']:>3}  {item['asin']:<12} {item['score']:>9.4f}  {price:>9}  "
+                     f"{(item['brand'] or '-')[:20]:<20}  {item['title'][:70]}")
+    return "\n".join(lines)
+
+
+def _recommend(args: argparse.Namespace) -> None:
+    from gamerec.recommender import Recommender
+
+    answer = Recommender(args.models).recommend(args.user, args.k)
+    print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from gamerec.recommender import Recommender
+
+    answer = Recommender(args.models).similar(args.item, args.k)
+    print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
+
+
+def _serve(args: argparse.Namespace) -> None:
+    from gamerec.service import serve
+
+    serve(args.models, args.host, args.port)
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `gamerec` command's arguments."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--models", default="models", help="folder the export stage wrote (default: models)")
+    top = argparse.ArgumentParser(prog="gamerec", description="Recommend video games with the exported two-tower model.")
+    commands = top.add_subparsers(dest="command", required=True)
+    for name, help_text, key, key_help in (
+        ("recommend", "top-k games for a user, without the games they have", "--user", "reviewer id (Amazon reviewerID / user_id)"),
+        ("similar", "the games nearest to a game in the item tower's space", "--item", "the game's ASIN"),
+    ):
+        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
+        sub.add_argument(key, required=True, help=key_help)
+        sub.add_argument("-k", type=_k, default=10, help="how many games (1 to 100, default 10)")
+        sub.add_argument("--json", action="store_true", help="print the service's JSON answer instead of a table")
+        sub.set_defaults(run=_recommend if name == "recommend" else _similar)
+    serve = commands.add_parser("serve", parents=[common], help="the HTTP service (FastAPI on uvicorn)",
+                                description="GET /recommend?user=ID&k=10, /similar?item=ASIN&k=10, /health")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    serve.set_defaults(run=_serve)
+    return top
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `gamerec` console script."""
+    args = parser().parse_args(argv)
+    run_stage(lambda: args.run(args))

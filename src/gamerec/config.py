@@ -211,6 +211,23 @@ class EvaluateParams:
     als: AlsParams = field(default_factory=AlsParams)
 
 
+@dataclass(frozen=True)
+class ExportParams:
+    """Params group `export`: what serving reads, and the nearest-neighbour index over the items."""
+
+    index: Literal["auto", "flat", "hnsw"] = "auto"  # auto: exact up to flat_max_items, HNSW above
+    flat_max_items: int = _range(1, default=50_000)
+    hnsw_m: int = _range(4, 256, default=32)  # graph links per item: more = better recall, bigger index
+    ef_construction: int = _range(8, default=200)  # candidates while building the graph
+    ef_search: int = _range(1, default=128)  # candidates per query (at least k + the user's own items)
+    # what serving knows of a user (history for the user tower, items never recommended back);
+    # train+val is what the evaluation's test ranking knows
+    known: Literal["train+val+test", "train+val"] = "train+val+test"
+    k: int = _range(1, default=10)  # recall@k of each index against exact search
+    eval_users: int = _range(1, default=10_000)  # test users (seeded sample) the recall and latency are measured on
+    seed: int = 0
+
+
 def load_sampler(path: Path = PARAMS_FILE) -> str:
     """The `sampler` param, checked against the known names and the `samplers` list."""
     params = read_params(path)

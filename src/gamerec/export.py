@@ -1,0 +1,210 @@
+"""From a trained model to what serving reads: embeddings, a faiss index, and how good the index is.
+
+The `export` stage writes, all read by `gamerec.recommender`:
+
+- `models/items.parquet`: asin, title, brand, price, popularity (reviews in the known splits),
+  vector. Row r is the model's item r + 1 (item 0, "unknown", is never served).
+- `models/users.parquet`: user_id, vector (the user tower over everything known of the
+  user), known (the user's items as items.parquet rows, oldest first): never recommended back.
+- `models/index.faiss`: the served index over the item vectors, flat or HNSW.
+- `models/serving.json`: the model version (the md5 of models/model.pt, as in dvc.lock) and
+  how the rest was made.
+
+Vectors are computed once here, so serving needs no PyTorch model, only faiss and numpy.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+from gamerec import ann, retrieval
+from gamerec.config import ExportParams
+from gamerec.errors import GamerecError
+from gamerec.model import TwoTower
+from gamerec.training import user_history
+
+EMBED_CHUNK = 1 << 16  # users embedded at once
+LATENCY_QUERIES = 1000  # single-user queries timed per index kind
+
+
+@dataclass
+class Catalogue:
+    """Everything the service serves, as arrays; rows of `items` are index rows."""
+
+    items: pd.DataFrame  # asin, title, brand, price, popularity
+    item_vectors: np.ndarray  # [items, dim] float32
+    users: pd.DataFrame  # user_id
+    user_vectors: np.ndarray  # [users, dim] float32
+    known: ann.Csr  # row u: items.parquet rows user u has, oldest first
+    test_users: np.ndarray  # users rows with a test interaction: the queries the index is measured on
+
+
+@torch.no_grad()
+def embed(model: TwoTower, prepared_dir: Path, known: str) -> Catalogue:
+    """Item and user vectors of the model; a user is known by the interactions of the `known` splits."""
+    model.eval()
+    items = pd.read_parquet(prepared_dir / "items.parquet").sort_values("item")
+    users = pd.read_parquet(prepared_dir / "users.parquet").sort_values("user")
+    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    num_users, num_items = model.config.num_users, model.config.num_items
+    if (len(items), len(users)) != (num_items, num_users):
+        raise GamerecError(
+            f"{prepared_dir}: {len(items)} items and {len(users)} users, but the model was trained on "
+            f"{num_items} and {num_users}; run `dvc repro` so that train and export see the same prepared data"
+        )
+    splits = tuple(known.split("+"))
+    history = user_history(interactions, num_users, splits)
+    item_vectors = model.embed_items(torch.arange(1, num_items)).numpy()
+    user_ids = torch.arange(1, num_users)
+    user_vectors = torch.cat([
+        model.embed_users(user_ids[start : start + EMBED_CHUNK], history=history)
+        for start in range(0, len(user_ids), EMBED_CHUNK)
+    ]).numpy() if len(user_ids) else np.zeros((0, model.config.dim), np.float32)
+    seen = interactions[interactions.split.isin(splits)]
+    popularity = np.bincount(seen.item.to_numpy(), minlength=num_items)
+    # row 0 (unknown) of the model's users and items is never served: drop it, shift ids by one
+    indptr = history.indptr[1:] - history.indptr[1]
+    test_users = np.unique(interactions.user[interactions.split == "test"].to_numpy()) - 1
+    return Catalogue(
+        items=pd.DataFrame({
+            "asin": items.item_id.to_numpy()[1:],
+            "title": items.title.to_numpy()[1:],
+            "brand": items.brand_name.to_numpy()[1:],
+            "price": np.where(items.price_missing.to_numpy(), np.nan, items.price.to_numpy())[1:],
+            "popularity": popularity[1:].astype(np.int64),
+        }),
+        item_vectors=np.ascontiguousarray(item_vectors, dtype=np.float32),
+        users=pd.DataFrame({"user_id": users.user_id.to_numpy()[1:]}),
+        user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
+        known=(indptr.astype(np.int64), history.indices[history.indptr[1]:].astype(np.int64) - 1),
+        test_users=test_users.astype(np.int64),
+    )
+
+
+def served_kind(params: ExportParams, num_items: int) -> str:
+    """The index `export.index` asks for; `auto` is exact up to `flat_max_items` items, HNSW above."""
+    if params.index != "auto":
+        return params.index
+    return "flat" if num_items <= params.flat_max_items else "hnsw"
+
+
+def _rows(csr: ann.Csr, rows: np.ndarray) -> ann.Csr:
+    """The CSR of `rows` of `csr`, in that order."""
+    indptr, indices = csr
+    starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
+    out = np.zeros(len(rows) + 1, np.int64)
+    np.cumsum(counts, out=out[1:])
+    picked = np.repeat(starts - out[:-1], counts) + np.arange(out[-1])
+    return out, indices[picked]
+
+
+def exact_top_k(catalogue: Catalogue, users: np.ndarray, k: int, memory_mb: float = 512) -> np.ndarray:
+    """The evaluation's own ranking (retrieval.top_k) of `users`: their known items excluded, -1 padded."""
+    # the evaluation's item 0 is "unknown" and always hidden: give it a zero row, shift back after
+    items = torch.from_numpy(np.vstack([np.zeros((1, catalogue.item_vectors.shape[1]), np.float32),
+                                        catalogue.item_vectors]))
+    indptr, indices = _rows(catalogue.known, users)
+    top = retrieval.top_k(torch.from_numpy(catalogue.user_vectors[users]), items,
+                          (torch.from_numpy(indptr), torch.from_numpy(indices + 1)), k, memory_mb).numpy() - 1
+    have = len(catalogue.items) - np.diff(indptr)  # fewer than k left to recommend: the rest is padding
+    top[np.arange(top.shape[1])[None, :] >= have[:, None]] = -1
+    if top.shape[1] < k:
+        top = np.pad(top, ((0, 0), (0, k - top.shape[1])), constant_values=-1)
+    return top
+
+
+def search_users(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_search: int,
+                 batch: int = 1024) -> np.ndarray:
+    """Top k rows of `users` from `index`, their known items excluded, in batches of similar history length."""
+    counts = np.diff(catalogue.known[0])[users]
+    order = np.argsort(counts, kind="stable")  # a batch fetches k + its longest history: keep them alike
+    out = np.empty((len(users), k), np.int64)
+    for start in range(0, len(users), batch):
+        part = order[start : start + batch]
+        _, rows = ann.search(index, catalogue.user_vectors[users[part]], k,
+                             _rows(catalogue.known, users[part]), ef_search)
+        out[part] = rows
+    return out
+
+
+def recall_against(found: np.ndarray, exact: np.ndarray) -> float:
+    """Mean over users of |found ∩ exact| / |exact| (padding -1 ignored); users with nothing to find skipped."""
+    valid = exact >= 0
+    hits = ((found[:, :, None] == exact[:, None, :]) & valid[:, None, :]).any(1).sum(1)
+    size = valid.sum(1)
+    return float((hits[size > 0] / size[size > 0]).mean()) if (size > 0).any() else 1.0
+
+
+def query_latency_ms(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_search: int) -> dict[str, float]:
+    """p50 and p99 wall time of one user's query (search + excluding their items), in ms."""
+    times = []
+    for user in users[:LATENCY_QUERIES]:
+        query = catalogue.user_vectors[user : user + 1]
+        exclude = _rows(catalogue.known, np.array([user]))
+        start = time.perf_counter()
+        ann.search(index, query, k, exclude, ef_search)
+        times.append(time.perf_counter() - start)
+    ms = np.array(times) * 1000
+    return {"query_ms_p50": round(float(np.percentile(ms, 50)), 4),
+            "query_ms_p99": round(float(np.percentile(ms, 99)), 4)}
+
+
+def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict, dict]:
+    """Both index kinds over the items, and each one's recall@k against exact search and query latency.
+
+    Recall is measured on (a seeded sample of `eval_users` of) the test users, against the
+    evaluation's ranking code, so a flat index must score 1.0 and HNSW shows what the
+    approximation loses. Both are measured whichever one is served.
+    """
+    rng = np.random.default_rng(params.seed)
+    users = catalogue.test_users
+    if params.eval_users < len(users):
+        users = np.sort(rng.choice(users, params.eval_users, replace=False))
+    exact = exact_top_k(catalogue, users, params.k)
+    indexes, report = {}, {}
+    for kind in ann.KINDS:
+        start = time.perf_counter()
+        indexes[kind] = ann.build(catalogue.item_vectors, kind, params.hnsw_m, params.ef_construction)
+        build_seconds = time.perf_counter() - start
+        found = search_users(indexes[kind], catalogue, users, params.k, params.ef_search)
+        report[kind] = {
+            f"recall@{params.k}": round(recall_against(found, exact), 6),
+            **query_latency_ms(indexes[kind], catalogue, users, params.k, params.ef_search),
+            "build_seconds": round(build_seconds, 3),
+        }
+    return indexes, {"query_users": len(users), **report}
+
+
+def write_vectors(path: Path, frame: pd.DataFrame, vectors: np.ndarray, **lists: ann.Csr) -> None:
+    """`frame` plus a fixed-size float32 `vector` column (and CSR columns as lists) as Parquet."""
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    dim = vectors.shape[1]
+    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim))
+    for name, (indptr, indices) in lists.items():
+        table = table.append_column(name, pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)),
+                                                                   pa.array(indices.astype(np.int32))))
+    pq.write_table(table, path)
+
+
+def read_vectors(path: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, ann.Csr]]:
+    """What `write_vectors` wrote: (the other columns, the vectors, the list columns as CSR)."""
+    table = pq.read_table(path)
+    column = table.column("vector").combine_chunks()
+    vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+    lists = {}
+    for name in table.column_names:
+        if pa.types.is_list(table.schema.field(name).type):
+            array = table.column(name).combine_chunks()
+            offsets = array.offsets.to_numpy().astype(np.int64)
+            values = array.values.to_numpy().astype(np.int64)[offsets[0] : offsets[-1]]
+            lists[name] = (offsets - offsets[0], values)
+    frame = table.drop_columns(["vector", *lists]).to_pandas()
+    return frame, np.ascontiguousarray(vectors, dtype=np.float32), lists

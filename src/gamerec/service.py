@@ -1,0 +1,58 @@
+"""The HTTP service: FastAPI over one `Recommender`, loaded once when the service starts.
+
+    GET /recommend?user=ID&k=10   the user's top k (unknown user: the popularity list, labelled)
+    GET /similar?item=ASIN&k=10   the games nearest to a game (unknown ASIN: 404)
+    GET /health                   model version, index kind, catalogue size
+
+Every answer carries the model version that produced it, in the body and in the
+`X-Model-Version` header (422 validation errors included). Bound to 127.0.0.1 unless told
+otherwise: there is no authentication.
+"""
+
+from __future__ import annotations
+
+import uvicorn
+from fastapi import FastAPI, Query, Request
+from fastapi.responses import JSONResponse
+
+from gamerec import __version__
+from gamerec.recommender import MAX_K, Recommender, UnknownItem
+
+K = Query(10, ge=1, le=MAX_K, description=f"how many games, 1 to {MAX_K}")
+
+
+def create_app(recommender: Recommender) -> FastAPI:
+    """The service's routes over an already loaded `recommender`."""
+    app = FastAPI(title="gamerec", version=__version__,
+                  description="Video game recommendations from the two-tower model the export stage wrote.")
+
+    @app.middleware("http")
+    async def model_version_header(request: Request, call_next):
+        response = await call_next(request)
+        response.headers["X-Model-Version"] = recommender.model_version
+        return response
+
+    @app.get("/health")
+    def health() -> dict:
+        return recommender.health()
+
+    @app.get("/recommend")
+    def recommend(user: str = Query(..., min_length=1, max_length=200, description="reviewer id"), k: int = K) -> dict:
+        return recommender.recommend(user, k)
+
+    @app.get("/similar")
+    def similar(item: str = Query(..., min_length=1, max_length=200, description="ASIN"), k: int = K):
+        try:
+            return recommender.similar(item, k)
+        except UnknownItem as exc:
+            return JSONResponse({"detail": str(exc), "model_version": recommender.model_version}, status_code=404)
+
+    return app
+
+
+def serve(models_dir: str, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Load the exported model once, then serve it with uvicorn until interrupted."""
+    recommender = Recommender(models_dir)  # a bad folder stops here, before the port is bound
+    print(f"gamerec: serving model {recommender.model_version[:12]} ({recommender.health()['items']} games, "
+          f"{recommender.health()['index']} index) on http://{host}:{port}", flush=True)
+    uvicorn.run(create_app(recommender), host=host, port=port, log_level="warning")
