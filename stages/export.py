@@ -4,22 +4,18 @@ import hashlib
 import json
 from pathlib import Path
 
-import faiss
 import torch
 
 from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
-from gamerec.export import build_and_measure, embed, served_kind, write_vectors
-from gamerec.io import atomic_path, write_json
+from gamerec.export import build_and_measure, embed, served_kind, write_serving
+from gamerec.io import write_json
 from gamerec.model import TwoTower
 
 PREPARED = Path("data/prepared")
 MODEL = Path("models/model.pt")
-ITEMS = Path("models/items.parquet")
-USERS = Path("models/users.parquet")
-INDEX = Path("models/index.faiss")
-MANIFEST = Path("models/serving.json")
+MODELS = Path("models")  # items.parquet, users.parquet, index.faiss, serving.json beside model.pt
 METRICS = Path("metrics/export.json")
 
 
@@ -40,21 +36,11 @@ def main() -> None:
     catalogue = embed(TwoTower.from_checkpoint(checkpoint), PREPARED, params.known)
     indexes, report = build_and_measure(catalogue, params)
     kind = served_kind(params, len(catalogue.items))
-    with atomic_path(ITEMS) as tmp:
-        write_vectors(tmp, catalogue.items, catalogue.item_vectors)
-    with atomic_path(USERS) as tmp:
-        write_vectors(tmp, catalogue.users, catalogue.user_vectors, known=catalogue.known)
-    with atomic_path(INDEX) as tmp:
-        faiss.write_index(indexes[kind], str(tmp))
-    write_json(MANIFEST, {
+    write_serving(MODELS, catalogue, indexes[kind], {
         "model_version": md5(MODEL),
         "sampler": checkpoint.get("sampler"),
-        "index": kind,
         "ef_search": params.ef_search,
         "known": params.known,
-        "items": len(catalogue.items),
-        "users": len(catalogue.users),
-        "dim": int(catalogue.item_vectors.shape[1]),
     })
     write_json(METRICS, {"served": kind, "items": len(catalogue.items), "k": params.k, **report})
     k = params.k

@@ -28,3 +28,21 @@ def prepared_dir(tmp_path_factory) -> Path:
     prepared = prepare(read_raw(raw), PrepareParams(raw_dir=str(raw)))
     write_prepared(prepared, root / "prepared")
     return root / "prepared"
+
+
+@pytest.fixture(scope="session")
+def tiny_model(prepared_dir):
+    """An untrained (seeded) two-tower model over the tiny prepared data, pooling user histories."""
+    import json
+
+    import pandas as pd
+    import torch
+
+    from gamerec.model import ModelConfig, TwoTower
+    from gamerec.training import item_features, user_history
+
+    stats = json.loads((prepared_dir / "stats.json").read_text())
+    torch.manual_seed(0)
+    cfg = ModelConfig.for_data(stats, dim=16, hidden=[], dropout=0.0, history=5, user_id=True, causal=True)
+    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    return TwoTower(cfg, item_features(prepared_dir, stats), user_history(interactions, cfg.num_users)).eval()

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import faiss
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -28,6 +29,7 @@ import torch
 from gamerec import ann, retrieval
 from gamerec.config import ExportParams
 from gamerec.errors import GamerecError
+from gamerec.io import atomic_path, write_json
 from gamerec.model import TwoTower
 from gamerec.training import user_history
 
@@ -181,6 +183,18 @@ def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict,
             "build_seconds": round(build_seconds, 3),
         }
     return indexes, {"query_users": len(users), **report}
+
+
+def write_serving(folder: Path, catalogue: Catalogue, index, manifest: dict) -> None:
+    """items.parquet, users.parquet, index.faiss and serving.json (`manifest`) into `folder`, each atomically."""
+    with atomic_path(folder / "items.parquet") as tmp:
+        write_vectors(tmp, catalogue.items, catalogue.item_vectors)
+    with atomic_path(folder / "users.parquet") as tmp:
+        write_vectors(tmp, catalogue.users, catalogue.user_vectors, known=catalogue.known)
+    with atomic_path(folder / "index.faiss") as tmp:
+        faiss.write_index(index, str(tmp))
+    write_json(folder / "serving.json", {**manifest, "index": ann.kind_of(index), "items": len(catalogue.items),
+                                         "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1])})
 
 
 def write_vectors(path: Path, frame: pd.DataFrame, vectors: np.ndarray, **lists: ann.Csr) -> None:

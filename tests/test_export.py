@@ -1,0 +1,95 @@
+"""The export stage's library: vectors for every served item and user, round trips, and index quality."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from gamerec import export
+from gamerec.config import ExportParams
+
+
+@pytest.fixture(scope="module")
+def catalogue(tiny_model, prepared_dir):
+    return export.embed(tiny_model, prepared_dir, "train+val+test")
+
+
+def test_items_are_the_catalogue_without_unknown_in_model_order(catalogue, tiny_model, prepared_dir):
+    items = pd.read_parquet(prepared_dir / "items.parquet").sort_values("item")
+    assert list(catalogue.items.asin) == list(items.item_id[1:])
+    assert len(catalogue.item_vectors) == tiny_model.config.num_items - 1
+    want = tiny_model.embed_items(torch.arange(1, tiny_model.config.num_items)).detach().numpy()
+    assert np.allclose(catalogue.item_vectors, want, atol=1e-6)
+    priced = ~items.price_missing.to_numpy()[1:]
+    assert np.isnan(catalogue.items.price.to_numpy()[~priced]).all()
+    assert np.allclose(catalogue.items.price.to_numpy()[priced], items.price.to_numpy()[1:][priced])
+
+
+def test_users_know_all_their_items_in_time_order_and_popularity_counts_them(catalogue, prepared_dir):
+    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    users = pd.read_parquet(prepared_dir / "users.parquet").sort_values("user")
+    assert list(catalogue.users.user_id) == list(users.user_id[1:])
+    indptr, indices = catalogue.known
+    for user in (1, 2, len(users) - 1):
+        mine = interactions[interactions.user == user].sort_values(["timestamp", "item"], kind="stable")
+        assert list(indices[indptr[user - 1] : indptr[user]]) == list(mine.item - 1)
+    counts = interactions.item.value_counts()
+    assert catalogue.items.popularity.iloc[counts.index[0] - 1] == counts.iloc[0]
+    assert set(catalogue.test_users + 1) == set(interactions.user[interactions.split == "test"])
+
+
+def test_user_vectors_pool_the_known_splits(tiny_model, prepared_dir):
+    everything = export.embed(tiny_model, prepared_dir, "train+val+test")
+    before_test = export.embed(tiny_model, prepared_dir, "train+val")
+    assert not np.allclose(everything.user_vectors, before_test.user_vectors)  # the test item is in the pool
+    assert np.diff(everything.known[0]).sum() - np.diff(before_test.known[0]).sum() == len(everything.test_users)
+
+
+def test_vectors_and_lists_round_trip_through_parquet(catalogue, tmp_path):
+    export.write_vectors(tmp_path / "users.parquet", catalogue.users, catalogue.user_vectors, known=catalogue.known)
+    frame, vectors, lists = export.read_vectors(tmp_path / "users.parquet")
+    assert frame.equals(catalogue.users) and np.array_equal(vectors, catalogue.user_vectors)
+    assert all(np.array_equal(a, b) for a, b in zip(lists["known"], catalogue.known))
+
+
+def test_exact_top_k_is_brute_force_without_known_items(catalogue):
+    users = catalogue.test_users[:20]
+    top = export.exact_top_k(catalogue, users, 5)
+    for row, user in zip(top, users):
+        scores = catalogue.item_vectors @ catalogue.user_vectors[user]
+        scores[catalogue.known[1][catalogue.known[0][user] : catalogue.known[0][user + 1]]] = -np.inf
+        assert np.allclose(scores[row], np.sort(scores)[::-1][:5], atol=1e-6)
+
+
+def test_recall_against_counts_the_overlap_and_ignores_padding():
+    exact = np.array([[1, 2, 3], [4, -1, -1], [-1, -1, -1]])
+    found = np.array([[3, 9, 1], [4, -1, -1], [-1, -1, -1]])
+    assert export.recall_against(found, exact) == pytest.approx((2 / 3 + 1) / 2)
+
+
+def test_flat_index_matches_exact_search_and_hnsw_is_measured_too(catalogue):
+    indexes, report = export.build_and_measure(catalogue, ExportParams(eval_users=200, k=10))
+    assert set(indexes) == {"flat", "hnsw"} and report["query_users"] == 200
+    assert report["flat"]["recall@10"] == 1.0
+    assert 0.9 <= report["hnsw"]["recall@10"] <= 1.0
+    for kind in ("flat", "hnsw"):
+        assert 0 < report[kind]["query_ms_p50"] <= report[kind]["query_ms_p99"]
+
+
+def test_auto_serves_flat_up_to_the_size_param():
+    params = ExportParams(flat_max_items=100)
+    assert export.served_kind(params, 100) == "flat" and export.served_kind(params, 101) == "hnsw"
+    assert export.served_kind(ExportParams(index="hnsw"), 10) == "hnsw"
+
+
+def test_model_and_prepared_data_of_different_runs_are_one_clear_error(tiny_model, prepared_dir, tmp_path):
+    import shutil
+
+    from gamerec.errors import GamerecError
+
+    other = tmp_path / "prepared"
+    shutil.copytree(prepared_dir, other)
+    items = pd.read_parquet(other / "items.parquet")
+    items.iloc[:-1].to_parquet(other / "items.parquet")
+    with pytest.raises(GamerecError, match="the model was trained on"):
+        export.embed(tiny_model, other, "train+val+test")
