@@ -116,7 +116,30 @@ def test_repro_builds_every_negative_set_and_a_loadable_model(repo):
     assert train["sampler"] == "in_batch" and 0 <= train["val_recall@10"] <= 1
 
 
-def test_switching_sampler_reruns_only_train_and_evaluate(repo):
+def test_cli_recommends_ten_games_the_user_has_not_reviewed(repo):
+    with gzip.open(repo / "data/raw/synthetic/Video_Games_5.json.gz", "rt") as f:
+        reviews = [json.loads(line) for line in f]
+    user = reviews[0]["reviewerID"]
+    reviewed = {r["asin"] for r in reviews if r["reviewerID"] == user}
+    result = run(repo, str(Path(sys.executable).parent / "gamerec"), "recommend", "--user", user, "-k", "10")
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert len(lines) == 11 and f"games for user {user} that they do not have" in lines[0]
+    asins = [line.split()[1] for line in lines[1:]]
+    assert len(set(asins)) == 10 and not set(asins) & reviewed
+    catalogue = {json.loads(line)["asin"] for line in gzip.open(repo / "data/raw/synthetic/meta_Video_Games.json.gz", "rt")}
+    assert set(asins) <= catalogue
+
+
+def test_export_reports_ann_recall_against_exact_search(repo):
+    report = json.loads((repo / "metrics/export.json").read_text())
+    assert report["served"] == "flat" and report["flat"]["recall@10"] == 1.0  # a small catalogue is served exactly
+    assert report["hnsw"]["recall@10"] >= 0.98 and report["query_users"] > 0
+    assert 0 < report["hnsw"]["query_ms_p50"] <= report["hnsw"]["query_ms_p99"]
+    assert "metrics/export.json" in dvc(repo, "metrics", "show").stdout
+
+
+def test_switching_sampler_reruns_only_train_and_what_reads_the_model(repo):
     import re
 
     for sampler in ("also_view", "in_batch"):
@@ -124,7 +147,7 @@ def test_switching_sampler_reruns_only_train_and_evaluate(repo):
         assert result.returncode == 0, result.stdout + result.stderr
         # a stage runs, or (back on a sampler seen before) comes from DVC's run cache
         touched = re.findall(r"(?:Running stage|Stage) '([^']+)'(?::| is cached)", result.stdout)
-        assert touched == ["train", "evaluate"], result.stdout
+        assert touched == ["train", "evaluate", "export"], result.stdout
         assert torch_load_sampler(repo) == sampler
 
 
@@ -288,6 +311,22 @@ def test_forced_repro_twice_gives_identical_outputs(tmp_path):
     for _ in range(2):
         result = dvc(repo, "repro", "-f")
         assert result.returncode == 0, result.stdout + result.stderr
-        runs.append(((repo / "metrics/eval.json").read_bytes(), (repo / "dvc.lock").read_text()))
+        runs.append(((repo / "metrics/eval.json").read_bytes(), lock_without_timings(repo),
+                     export_quality(json.loads((repo / "metrics/export.json").read_text()))))
     assert runs[0][0] == runs[1][0]  # byte for byte
-    assert runs[0][1] == runs[1][1]  # every output's hash in dvc.lock
+    assert runs[0][1] == runs[1][1]  # every output's hash in dvc.lock, the HNSW index's included
+    assert runs[0][2] == runs[1][2]
+
+
+def lock_without_timings(repo: Path) -> str:
+    """dvc.lock less the hash of metrics/export.json: it reports query latency, which no two runs share."""
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    lock["stages"]["export"]["outs"] = [o for o in lock["stages"]["export"]["outs"] if o["path"] != "metrics/export.json"]
+    return yaml.safe_dump(lock)
+
+
+def export_quality(report: dict) -> dict:
+    """metrics/export.json without its timings."""
+    timing = ("query_ms_p50", "query_ms_p99", "build_seconds")
+    return {key: {k: v for k, v in value.items() if k not in timing} if isinstance(value, dict) else value
+            for key, value in report.items()}
