@@ -40,6 +40,8 @@ def main() -> None:
         "model_version": md5(MODEL),
         "sampler": checkpoint.get("sampler"),
         "ef_search": params.ef_search,
+        "hnsw_m": params.hnsw_m,
+        "ef_construction": params.ef_construction,
         "known": params.known,
     })
     write_json(METRICS, {"served": kind, "items": len(catalogue.items), "k": params.k, **report})
