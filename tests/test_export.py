@@ -5,7 +5,7 @@ import pandas as pd
 import pytest
 import torch
 
-from gamerec import export
+from gamerec import export, io
 from gamerec.config import ExportParams
 
 
@@ -46,10 +46,13 @@ def test_user_vectors_pool_the_known_splits(tiny_model, prepared_dir):
 
 
 def test_vectors_and_lists_round_trip_through_parquet(catalogue, tmp_path):
-    export.write_vectors(tmp_path / "users.parquet", catalogue.users, catalogue.user_vectors, known=catalogue.known)
-    frame, vectors, lists = export.read_vectors(tmp_path / "users.parquet")
+    io.write_table(tmp_path / "users.parquet", catalogue.users, catalogue.user_vectors, known=catalogue.known)
+    frame, vectors, lists = io.read_table(tmp_path / "users.parquet")
     assert frame.equals(catalogue.users) and np.array_equal(vectors, catalogue.user_vectors)
     assert all(np.array_equal(a, b) for a, b in zip(lists["known"], catalogue.known))
+    io.write_table(tmp_path / "items.parquet", catalogue.items)
+    frame, vectors, lists = io.read_table(tmp_path / "items.parquet")
+    assert frame.equals(catalogue.items) and vectors is None and lists == {}
 
 
 def test_exact_top_k_is_brute_force_without_known_items(catalogue):

@@ -184,4 +184,4 @@ def test_serve_binds_to_loopback_by_default_and_checks_the_folder_before_binding
     assert parser().parse_args(["serve"]).host == "127.0.0.1"
     printed = cli("serve", "--models", str(tmp_path), "--port", str(free_port()))
     assert printed.returncode == 1 and "Traceback" not in printed.stderr
-    assert printed.stderr.startswith(f"error: {tmp_path}: serving.json, items.parquet, users.parquet, index.faiss not found")
+    assert printed.stderr.startswith(f"error: {tmp_path}: serving.json, items.parquet, users.parquet, users.npy, index.faiss not found")

@@ -15,8 +15,9 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
+from gamerec.io import Csr  # row q of an exclusion lists the rows query q must not get
+
 KINDS = ("flat", "hnsw")
-Csr = tuple[np.ndarray, np.ndarray]  # (indptr, indices): row q lists the rows query q must not get
 
 
 @contextmanager

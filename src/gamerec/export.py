@@ -4,8 +4,11 @@ The `export` stage writes, all read by `gamerec.recommender`:
 
 - `models/items.parquet`: asin, title, brand, price, popularity (reviews in the known splits),
   vector. Row r is the model's item r + 1 (item 0, "unknown", is never served).
-- `models/users.parquet`: user_id, vector (the user tower over everything known of the
-  user), known (the user's items as items.parquet rows, oldest first): never recommended back.
+- `models/users.parquet`: user_id, known (the user's items as items.parquet rows, oldest
+  first): never recommended back.
+- `models/users.npy`: row u is user u's vector, the user tower over everything known of the
+  user. A plain array, memory-mapped by readers: a million users' vectors are gigabytes, and
+  one query reads one row.
 - `models/index.faiss`: the served index over the item vectors, flat or HNSW.
 - `models/serving.json`: the model version (the md5 of models/model.pt, as in dvc.lock) and
   how the rest was made.
@@ -22,14 +25,12 @@ from pathlib import Path
 import faiss
 import numpy as np
 import pandas as pd
-import pyarrow as pa
-import pyarrow.parquet as pq
 import torch
 
 from gamerec import ann, retrieval
 from gamerec.config import ExportParams
 from gamerec.errors import GamerecError
-from gamerec.io import atomic_path, write_json
+from gamerec.io import Csr, atomic_path, write_json, write_npy, write_table
 from gamerec.model import TwoTower
 from gamerec.training import user_history
 
@@ -45,7 +46,7 @@ class Catalogue:
     item_vectors: np.ndarray  # [items, dim] float32
     users: pd.DataFrame  # user_id
     user_vectors: np.ndarray  # [users, dim] float32
-    known: ann.Csr  # row u: items.parquet rows user u has, oldest first
+    known: Csr  # row u: items.parquet rows user u has, oldest first
     test_users: np.ndarray  # users rows with a test interaction: the queries the index is measured on
 
 
@@ -98,7 +99,7 @@ def served_kind(params: ExportParams, num_items: int) -> str:
     return "flat" if num_items <= params.flat_max_items else "hnsw"
 
 
-def _rows(csr: ann.Csr, rows: np.ndarray) -> ann.Csr:
+def _rows(csr: Csr, rows: np.ndarray) -> Csr:
     """The CSR of `rows` of `csr`, in that order."""
     indptr, indices = csr
     starts, counts = indptr[rows], indptr[rows + 1] - indptr[rows]
@@ -186,39 +187,13 @@ def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict,
 
 
 def write_serving(folder: Path, catalogue: Catalogue, index, manifest: dict) -> None:
-    """items.parquet, users.parquet, index.faiss and serving.json (`manifest`) into `folder`, each atomically."""
+    """items.parquet, users.parquet, users.npy, index.faiss and serving.json (`manifest`) into `folder`, each atomically."""
     with atomic_path(folder / "items.parquet") as tmp:
-        write_vectors(tmp, catalogue.items, catalogue.item_vectors)
+        write_table(tmp, catalogue.items, catalogue.item_vectors)
     with atomic_path(folder / "users.parquet") as tmp:
-        write_vectors(tmp, catalogue.users, catalogue.user_vectors, known=catalogue.known)
+        write_table(tmp, catalogue.users, known=catalogue.known)
+    write_npy(folder / "users.npy", catalogue.user_vectors)
     with atomic_path(folder / "index.faiss") as tmp:
         faiss.write_index(index, str(tmp))
     write_json(folder / "serving.json", {**manifest, "index": ann.kind_of(index), "items": len(catalogue.items),
                                          "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1])})
-
-
-def write_vectors(path: Path, frame: pd.DataFrame, vectors: np.ndarray, **lists: ann.Csr) -> None:
-    """`frame` plus a fixed-size float32 `vector` column (and CSR columns as lists) as Parquet."""
-    table = pa.Table.from_pandas(frame, preserve_index=False)
-    dim = vectors.shape[1]
-    table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), dim))
-    for name, (indptr, indices) in lists.items():
-        table = table.append_column(name, pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)),
-                                                                   pa.array(indices.astype(np.int32))))
-    pq.write_table(table, path)
-
-
-def read_vectors(path: Path) -> tuple[pd.DataFrame, np.ndarray, dict[str, ann.Csr]]:
-    """What `write_vectors` wrote: (the other columns, the vectors, the list columns as CSR)."""
-    table = pq.read_table(path)
-    column = table.column("vector").combine_chunks()
-    vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
-    lists = {}
-    for name in table.column_names:
-        if pa.types.is_list(table.schema.field(name).type):
-            array = table.column(name).combine_chunks()
-            offsets = array.offsets.to_numpy().astype(np.int64)
-            values = array.values.to_numpy().astype(np.int64)[offsets[0] : offsets[-1]]
-            lists[name] = (offsets - offsets[0], values)
-    frame = table.drop_columns(["vector", *lists]).to_pandas()
-    return frame, np.ascontiguousarray(vectors, dtype=np.float32), lists

@@ -1,4 +1,4 @@
-"""Writing outputs so that a killed stage never leaves a half file for DVC to cache."""
+"""Writing outputs so that a killed stage never leaves a half file for DVC to cache; vectors as Parquet."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+Csr = tuple[np.ndarray, np.ndarray]  # (indptr, indices): row r's values are indices[indptr[r]:indptr[r + 1]]
 
 
 @contextmanager
@@ -52,3 +59,47 @@ def write_json(path: str | Path, obj: Any) -> None:
     """Write `obj` as indented, key-sorted JSON, atomically (stable bytes for DVC metrics)."""
     with atomic_path(path) as tmp:
         tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def write_table(path: Path, frame: pd.DataFrame, vectors: np.ndarray | None = None, **lists: Csr) -> None:
+    """`frame` as Parquet, plus a fixed-size float32 `vector` column and CSR matrices as list columns.
+
+    Vectors are stored plain: float embeddings do not compress, and decoding them would
+    dominate loading.
+    """
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    if vectors is not None:
+        flat = pa.array(np.ascontiguousarray(vectors, dtype=np.float32).reshape(-1))
+        table = table.append_column("vector", pa.FixedSizeListArray.from_arrays(flat, vectors.shape[1]))
+    for name, (indptr, indices) in lists.items():
+        table = table.append_column(name, pa.ListArray.from_arrays(pa.array(indptr.astype(np.int32)),
+                                                                   pa.array(indices.astype(np.int32))))
+    plain = [name for name in table.column_names if name == "vector" or name in lists]
+    pq.write_table(table, path, compression={name: "none" if name in plain else "snappy" for name in table.column_names},
+                   use_dictionary=[name for name in table.column_names if name not in plain])
+
+
+def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, Csr]]:
+    """What `write_table` wrote: (the other columns, the vectors or None, the list columns as CSR)."""
+    table = pq.read_table(path)
+    vectors = None
+    if "vector" in table.column_names:
+        column = table.column("vector").combine_chunks()
+        vectors = column.flatten().to_numpy().reshape(len(table), column.type.list_size)
+        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    lists = {}
+    for name in table.column_names:
+        if pa.types.is_list(table.schema.field(name).type):
+            array = table.column(name).combine_chunks()
+            offsets = array.offsets.to_numpy().astype(np.int64)
+            values = array.values.to_numpy().astype(np.int64)[offsets[0] : offsets[-1]]
+            lists[name] = (offsets - offsets[0], values)
+    frame = table.drop_columns([name for name in ("vector", *lists) if name in table.column_names]).to_pandas()
+    return frame, vectors, lists
+
+
+def write_npy(path: Path, array: np.ndarray) -> None:
+    """`array` as .npy, atomically: a plain file that readers can memory-map."""
+    with atomic_path(path) as tmp:
+        with tmp.open("wb") as f:
+            np.save(f, array)

@@ -16,10 +16,10 @@ import numpy as np
 
 from gamerec import ann
 from gamerec.errors import GamerecError
-from gamerec.export import read_vectors
+from gamerec.io import read_table
 
 MAX_K = 100  # the most results one query may ask for
-FILES = ("serving.json", "items.parquet", "users.parquet", "index.faiss")
+FILES = ("serving.json", "items.parquet", "users.parquet", "users.npy", "index.faiss")
 
 
 class UnknownItem(GamerecError):
@@ -42,9 +42,10 @@ class Recommender:
         if missing:
             raise GamerecError(f"{folder}: {', '.join(missing)} not found; run `dvc repro export` first")
         self.manifest = json.loads((folder / "serving.json").read_text())
-        self.items, item_vectors, _ = read_vectors(folder / "items.parquet")
-        users, self.user_vectors, lists = read_vectors(folder / "users.parquet")
+        self.items, item_vectors, _ = read_table(folder / "items.parquet")
+        users, _, lists = read_table(folder / "users.parquet")
         self.known = lists["known"]
+        self.user_vectors = np.load(folder / "users.npy", mmap_mode="r")  # pages load as users are asked for
         self.index = faiss.read_index(str(folder / "index.faiss"))
         if self.index.ntotal != len(self.items) or self.index.d != item_vectors.shape[1]:
             raise GamerecError(f"{folder}/index.faiss does not match items.parquet; run `dvc repro export`")
@@ -55,8 +56,8 @@ class Recommender:
             for asin, title, brand, price in zip(self.items.asin.tolist(), self.items.title.tolist(),
                                                  self.items.brand.tolist(), self.items.price.tolist())
         ]
-        self.row_of_user = {user_id: row for row, user_id in enumerate(users.user_id)}
-        self.row_of_item = {asin: row for row, asin in enumerate(self.items.asin)}
+        self.row_of_user = dict(zip(users.user_id.tolist(), range(len(users))))
+        self.row_of_item = dict(zip(self.items.asin.tolist(), range(len(self.items))))
         self.by_popularity = np.argsort(-self.items.popularity.to_numpy(), kind="stable")
         self.ef_search = int(self.manifest.get("ef_search", 128))
         self.model_version = self.manifest["model_version"]
