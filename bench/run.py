@@ -199,7 +199,17 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "ranking_gflops": round(gflops, 1),
         "fraction_of_matmul": round(gflops / matmul, 3),
     })
-    pipeline = ["synthesize", "prepare", *(f"sample_negatives@{s}" for s in SAMPLERS), "train@in_batch", "evaluate"]
+    steps["export"] = bench.stage("export")
+    exported = json.loads((bench.dir / "metrics/export.json").read_text())
+    steps["export"].update({
+        "items_per_second": _rate(exported["items"], steps["export"]["seconds"]),
+        "served_index": exported["served"],
+        "hnsw_recall@10": exported["hnsw"]["recall@10"],
+        "hnsw_query_ms_p50": exported["hnsw"]["query_ms_p50"],
+        "flat_query_ms_p50": exported["flat"]["query_ms_p50"],
+    })
+    pipeline = ["synthesize", "prepare", *(f"sample_negatives@{s}" for s in SAMPLERS), "train@in_batch", "evaluate",
+                "export"]
     return {
         "size": args.size,
         "data": {"reviews": raw, "interactions": data["interactions"], "users": data["users"],

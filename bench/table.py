@@ -18,7 +18,7 @@ def _fmt(x: float | None, digits: int = 0) -> str:
 def step_table(reports: list[dict]) -> str:
     """Per step: seconds, rate and peak memory, one column group per report."""
     rates = {"synthesize": ("reviews_per_second", "reviews/s"), "prepare": ("reviews_per_second", "reviews/s"),
-             "evaluate": ("users_ranked_per_second", "users ranked/s")}
+             "evaluate": ("users_ranked_per_second", "users ranked/s"), "export": ("items_per_second", "items/s")}
     head = "| step | " + " | ".join(f"{r['size']}: s | {r['size']}: rate | {r['size']}: peak GiB" for r in reports) + " |"
     lines = [head, "|---" * (1 + 3 * len(reports)) + "|"]
     for name in reports[0]["steps"]:

@@ -60,7 +60,7 @@ def test_bench_reports_every_step(tmp_path):
     report = json.loads(out.stdout)
     steps = report["steps"]
     expected = ["synthesize", "prepare", *(f"sample_negatives@{s}" for s in ("out_batch", "also_view", "in_batch")),
-                *(f"train@{s}" for s in ("out_batch", "also_view", "in_batch")), "evaluate"]
+                *(f"train@{s}" for s in ("out_batch", "also_view", "in_batch")), "evaluate", "export"]
     assert list(steps) == expected
     for name, step in steps.items():
         assert step["seconds"] > 0 and 0.01 < step["peak_rss_gib"] < 8, name
@@ -70,6 +70,7 @@ def test_bench_reports_every_step(tmp_path):
         assert train["speedup_vs_per_row"] == pytest.approx(ratio, abs=0.051)  # printed to one decimal
     assert steps["evaluate"]["users_ranked"] == report["data"]["users"]
     assert 0 < steps["evaluate"]["fraction_of_matmul"] and report["machine"]["matmul_gflops"] > 0
+    assert steps["export"]["hnsw_recall@10"] >= 0.9 and steps["export"]["served_index"] == "flat"
     assert report["pipeline_seconds"] < report["all_steps_seconds"]
     (tmp_path / "tiny.json").write_text(out.stdout)
     table = subprocess.run([sys.executable, str(BENCH / "table.py"), str(tmp_path / "tiny.json")],
