@@ -242,6 +242,16 @@ def test_real_gift_cards_give_nonzero_coverage(tmp_path):
     assert data["raw"]["format"] == "amazon2018"
     assert data["users"] > 100 and data["items"] > 50
     assert all(data["coverage"][k] > 0 for k in ("price", "brand", "description", "also_view"))
+    # the exported model answers for a real reviewer, with real titles, without what they reviewed
+    with gzip.open(REAL / "gift_cards_2018/Gift_Cards_5.json.gz", "rt") as f:
+        reviews = [json.loads(line) for line in f]
+    user = reviews[0]["reviewerID"]
+    result = run(repo, str(Path(sys.executable).parent / "gamerec"), "recommend", "--user", user, "-k", "5", "--json")
+    assert result.returncode == 0, result.stderr
+    answer = json.loads(result.stdout)
+    assert answer["source"] == "model" and len(answer["items"]) == 5
+    assert not {item["asin"] for item in answer["items"]} & {r["asin"] for r in reviews if r["reviewerID"] == user}
+    assert all(item["title"] for item in answer["items"]) and any(item["price"] for item in answer["items"])
 
 
 # Stage scripts run directly, as `dvc repro` runs them, in a scratch folder of our own.

@@ -44,12 +44,12 @@ def format_answer(answer: dict) -> str:
             f"{len(items)} games for user {query['user']} that they do not have ({answer['owned']} they have)"
         )
     else:
-        head = f"{len(items)} games nearest to {query['item']} ({query['title'][:50]})"
+        head = f"{len(items)} games nearest to {query['item']} ({(query['title'] or 'no title')[:50]})"
     lines = [f"{head}; model {answer['model_version'][:12]}"]
     for item in items:
         price = "" if item["price"] is None else f"${item['price']:.2f}"
         lines.append(f"{item['rank']:>3}  {item['asin']:<12} {item['score']:>9.4f}  {price:>9}  "
-                     f"{(item['brand'] or '-')[:20]:<20}  {item['title'][:70]}")
+                     f"{(item['brand'] or '-')[:20]:<20}  {(item['title'] or '-')[:70]}")
     return "\n".join(lines)
 
 
