@@ -1,11 +1,12 @@
 """Benchmark of serving: the real `gamerec serve` over loopback, and exact versus ANN search.
 
-    python bench/serve.py [--models models] [--requests 3000] [--concurrency 4] [--queries 1000]
+    python bench/serve.py [--models models] [--index flat|hnsw] [--requests 3000] [--concurrency 4] [--queries 1000]
 
 1. Starts `gamerec serve` on a free 127.0.0.1 port (a separate process, as users run it),
    sends `--requests` GET /recommend?user=...&k=10 for users of the export, round robin,
    from `--concurrency` client threads on keep-alive connections, after a warm-up, and
-   reports requests per second and p50/p99 latency as the client sees it.
+   reports requests per second and p50/p99 latency as the client sees it. `--index` serves
+   the other index kind than the export chose (built into a scratch copy of the folder).
 2. In this process, builds a flat and an HNSW index over the exported item vectors and
    times `--queries` single-user queries of each (search + dropping the user's own games),
    with HNSW's recall@10 against the flat index.
@@ -22,12 +23,15 @@ import json
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
 
+import faiss
 import numpy as np
 
+from gamerec import ann
 from gamerec.config import ExportParams
 from gamerec.export import Catalogue, build_and_measure
 from gamerec.recommender import Recommender
@@ -58,6 +62,19 @@ def start_service(models: str, port: int) -> subprocess.Popen:
     sys.exit("gamerec serve did not start within 300 s")
 
 
+def with_index(models: str, kind: str, scratch: Path) -> str:
+    """A folder serving `kind`: `models` itself if it already does, else links to its files and a new index."""
+    recommender = Recommender(models)
+    if recommender.health()["index"] == kind:
+        return models
+    for name in ("items.parquet", "users.parquet", "users.npy", "serving.json"):
+        (scratch / name).symlink_to(Path(models).resolve() / name)
+    m = recommender.manifest
+    faiss.write_index(ann.build(recommender.item_vectors, kind, m["hnsw_m"], m["ef_construction"]),
+                      str(scratch / "index.faiss"))
+    return str(scratch)
+
+
 def load_test(port: int, paths: list[str], concurrency: int) -> tuple[np.ndarray, int, float]:
     """Send every path once from `concurrency` threads; (latencies in s, errors, wall seconds)."""
     latencies = np.zeros(len(paths))
@@ -86,6 +103,7 @@ def load_test(port: int, paths: list[str], concurrency: int) -> tuple[np.ndarray
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="models", help="the export stage's folder (default: models)")
+    parser.add_argument("--index", choices=ann.KINDS, help="serve this index kind (default: the exported one)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--queries", type=int, default=1000, help="single-user queries timed per index kind")
@@ -98,13 +116,15 @@ def main() -> None:
     paths = [f"/recommend?user={user_ids[u]}&k=10" for u in picked]
 
     port = free_port()
-    proc = start_service(args.models, port)
-    try:
-        load_test(port, paths[:WARMUP], args.concurrency)
-        latencies, errors, seconds = load_test(port, paths[WARMUP:], args.concurrency)
-    finally:
-        proc.terminate()
-        proc.wait(timeout=30)
+    with tempfile.TemporaryDirectory() as scratch:
+        served = with_index(args.models, args.index, Path(scratch)) if args.index else args.models
+        proc = start_service(served, port)
+        try:
+            load_test(port, paths[:WARMUP], args.concurrency)
+            latencies, errors, seconds = load_test(port, paths[WARMUP:], args.concurrency)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
     ms = latencies * 1000
 
     catalogue = Catalogue(
@@ -119,7 +139,7 @@ def main() -> None:
     print(json.dumps({
         "items": len(recommender.items),
         "users": len(user_ids),
-        "served_index": recommender.health()["index"],
+        "served_index": args.index or recommender.health()["index"],
         "service": {
             "requests": args.requests,
             "concurrency": args.concurrency,

@@ -33,7 +33,8 @@ def models_dir(tiny_model, prepared_dir, tmp_path_factory):
     catalogue = export.embed(tiny_model, prepared_dir, "train+val")
     folder = tmp_path_factory.mktemp("models")
     export.write_serving(folder, catalogue, ann.build(catalogue.item_vectors, "flat"),
-                         {"model_version": VERSION, "sampler": "in_batch", "ef_search": 128, "known": "train+val"})
+                         {"model_version": VERSION, "sampler": "in_batch", "ef_search": 128, "hnsw_m": 32,
+                          "ef_construction": 200, "known": "train+val"})
     return folder
 
 
@@ -185,3 +186,14 @@ def test_serve_binds_to_loopback_by_default_and_checks_the_folder_before_binding
     printed = cli("serve", "--models", str(tmp_path), "--port", str(free_port()))
     assert printed.returncode == 1 and "Traceback" not in printed.stderr
     assert printed.stderr.startswith(f"error: {tmp_path}: serving.json, items.parquet, users.parquet, users.npy, index.faiss not found")
+
+
+def test_serving_benchmark_prints_rates_for_the_other_index(models_dir):
+    bench = Path(__file__).resolve().parents[1] / "bench" / "serve.py"
+    out = subprocess.run([sys.executable, str(bench), "--models", str(models_dir), "--index", "hnsw", "--requests", "60",
+                          "--concurrency", "2", "--queries", "30"], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    report = json.loads(out.stdout)
+    assert report["served_index"] == "hnsw" and report["service"]["errors"] == 0
+    assert report["service"]["requests_per_second"] > 0 and report["service"]["p50_ms"] <= report["service"]["p99_ms"]
+    assert report["search"]["flat"]["recall@10"] == 1.0 and report["search"]["query_users"] == 30
