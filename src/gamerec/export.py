@@ -163,12 +163,13 @@ def query_latency_ms(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_
 def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict, dict]:
     """Both index kinds over the items, and each one's recall@k against exact search and query latency.
 
-    Recall is measured on (a seeded sample of `eval_users` of) the test users, against the
-    evaluation's ranking code, so a flat index must score 1.0 and HNSW shows what the
-    approximation loses. Both are measured whichever one is served.
+    Recall is measured on (a seeded sample of `eval_users` of) the test users (all users if
+    the data has no test split), against the evaluation's ranking code, so a flat index must
+    score 1.0 and HNSW shows what the approximation loses. Both are measured whichever one
+    is served.
     """
     rng = np.random.default_rng(params.seed)
-    users = catalogue.test_users
+    users = catalogue.test_users if len(catalogue.test_users) else np.arange(len(catalogue.user_vectors))
     if params.eval_users < len(users):
         users = np.sort(rng.choice(users, params.eval_users, replace=False))
     exact = exact_top_k(catalogue, users, params.k)
