@@ -15,15 +15,18 @@ from collections.abc import Callable
 from gamerec.errors import GamerecError
 
 
-def run_stage(main: Callable[[], None]) -> None:
-    """Call `main`; print a `GamerecError` as `error: <message>` and exit with status 1."""
+STAGE_INTERRUPTED = "interrupted: no output was half-written; rerun the stage to start again (train resumes)"
+
+
+def run_stage(main: Callable[[], None], interrupted: str = STAGE_INTERRUPTED) -> None:
+    """Call `main`; print a `GamerecError` as `error: <message>` and exit with status 1 (130 on Ctrl-C)."""
     try:
         main()
     except GamerecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(1)
     except KeyboardInterrupt:
-        print("interrupted: no output was half-written; rerun the stage to start again (train resumes)", file=sys.stderr)
+        print(interrupted, file=sys.stderr)
         sys.exit(130)
 
 
@@ -99,4 +102,4 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """The `gamerec` console script."""
     args = parser().parse_args(argv)
-    run_stage(lambda: args.run(args))
+    run_stage(lambda: args.run(args), interrupted="interrupted")
