@@ -1,6 +1,11 @@
-"""Stage `train`: fit the two-tower model on `data/negatives/${sampler}` (params `sampler`, `model`, `train`)."""
+"""Stage `train`: fit the two-tower model on `data/negatives/${sampler}` (params `sampler`, `model`, `train`).
+
+With `train.processes` > 1 this script starts torchrun on itself (one worker per process,
+data-parallel); started by torchrun, it is a worker. Only rank 0 writes outputs.
+"""
 
 import json
+from contextlib import nullcontext
 from dataclasses import asdict
 from pathlib import Path
 
@@ -8,7 +13,7 @@ import pandas as pd
 import torch
 from dvclive import Live
 
-from gamerec import config, profile
+from gamerec import config, distributed, profile
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path, fingerprint, write_json
@@ -30,19 +35,33 @@ def main() -> None:
     params = config.load(config.TrainParams, "train")
     if not (PREPARED / "stats.json").is_file():
         raise GamerecError(f"{PREPARED}: prepared data not found; run `dvc repro prepare` first")
+    if params.processes > 1 and not distributed.launched():
+        distributed.resolve_device(params.device)  # a bad device is one line here, not one per worker
+        distributed.launch(params.processes, __file__)
+        return
+    dist = distributed.init(params.device)
+    try:
+        train(sampler, model_params, params, dist)
+    finally:
+        distributed.shutdown()
+
+
+def train(sampler: str, model_params: config.ModelParams, params: config.TrainParams, dist: distributed.Dist) -> None:
     stats = json.loads((PREPARED / "stats.json").read_text())
     frame, manifest = read_negatives(NEGATIVES / sampler)
     examples = Examples.from_frame(frame, manifest)
     interactions = pd.read_parquet(PREPARED / "interactions.parquet")
     val = holdout(interactions, "val").sample(params.val_users, params.seed)
 
-    torch.manual_seed(params.seed)  # the initial weights
+    torch.manual_seed(params.seed)  # the initial weights, the same in every process
     cfg = ModelConfig.for_data(stats, **asdict(model_params))
     history = user_history(interactions, cfg.num_users) if cfg.history else None
     model = TwoTower(cfg, item_features(PREPARED, stats), history)
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
     resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None
-    with atomic_path(LIVE_DIR) as live_dir, Live(str(live_dir), dvcyaml=False, save_dvc_exp=False) as live:
+    # rank 0 logs; the other processes train beside it and write nothing
+    live_dir = atomic_path(LIVE_DIR) if dist.is_main else nullcontext()
+    with live_dir as tmp, (Live(str(tmp), dvcyaml=False, save_dvc_exp=False) if dist.is_main else nullcontext()) as live:
 
         def log_epoch(row: dict) -> None:
             for name, value in row.items():
@@ -50,8 +69,10 @@ def main() -> None:
                     live.log_metric(name, value)
             live.next_step()
 
-        result = fit(model, examples, val, params, on_epoch=log_epoch, resume=resume)
-
+        result = fit(model, examples, val, params, on_epoch=log_epoch if live else None,
+                     progress=dist.is_main, resume=resume, dist=dist)
+    if not dist.is_main:
+        return
     model.load_state_dict(result.state_dict)
     summary = {
         "sampler": sampler,
@@ -65,8 +86,9 @@ def main() -> None:
     write_json(METRICS, summary)
     STATE.unlink(missing_ok=True)  # finished: nothing left to resume
     profile.record("train", sampler=sampler, seconds=result.seconds, examples=len(examples),
-                   positives_per_second=result.positives_per_second)
-    print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s (steady state)")
+                   positives_per_second=result.positives_per_second, processes=dist.world)
+    print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s (steady state)"
+          + (f", {dist.world} processes" if dist.world > 1 else ""))
 
 
 if __name__ == "__main__":

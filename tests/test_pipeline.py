@@ -194,6 +194,19 @@ def test_metrics_diff_between_two_experiments_prints_changed_keys(repo):
     assert "baseline.popularity.recall@10" not in changed  # the baseline does not move with the model
 
 
+def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
+    result = dvc(repo, "exp", "run", "-S", "train.processes=2", "-S", "sampler=in_batch")
+    run(repo, "git", "checkout", "params.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 processes" in result.stdout  # rank 0's summary line
+    import torch
+
+    from gamerec.model import TwoTower
+
+    TwoTower.from_checkpoint(torch.load(repo / "models/model.pt", weights_only=True))
+    assert json.loads((repo / "metrics/eval.json").read_text())["recall@10"] > 0
+
+
 def test_plots_diff_renders_the_declared_plots(repo):
     result = dvc(repo, "plots", "diff", "slow", "fast", "--json")
     assert result.returncode == 0, result.stderr

@@ -175,6 +175,8 @@ class TrainParams:
     eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
     val_users: int = _range(0, default=50_000)  # validation users ranked for early stopping (0 = all)
     resume: bool = True  # continue an interrupted run from its last finished epoch
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when PyTorch sees a GPU, else CPU
+    processes: int = _range(1, default=1)  # > 1: torchrun starts this many data-parallel processes
 
     def __post_init__(self) -> None:
         if self.optimizer == "lazy_adam" and self.weight_decay > 0:

@@ -7,7 +7,6 @@ for explicit negatives (out_batch, also_view), a batch softmax for in_batch.
 
 from __future__ import annotations
 
-import copy
 import math
 import sys
 import time
@@ -19,10 +18,12 @@ import numpy as np
 import pandas as pd
 import torch
 from torch.nn import functional as F
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from gamerec import csr
 from gamerec.config import TrainParams
+from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path
 from gamerec.metrics import ranking_metrics
@@ -158,61 +159,94 @@ def in_batch_logits(
     extra_emb: torch.Tensor | None = None,
     extra_items: torch.Tensor | None = None,
     extra_log_q: float = 0.0,
+    offset: int = 0,
 ) -> torch.Tensor:
-    """Logits of each user's row against the batch's items (and shared extras); row i's positive is column i.
+    """Logits of each user's row against the batch's items (and shared extras); row i's positive is column offset + i.
 
     logQ correction (Yi et al., RecSys 2019): popular items are over-represented as
     in-batch negatives, so each candidate's logit is lowered by its log sampling
     probability. Accidental hits, the row's positive item appearing elsewhere in the batch
-    or among the extras, are masked out (-inf) rather than pushed down.
+    or among the extras, are masked out (-inf) rather than pushed down. With several
+    processes the columns are the whole global batch and the rows this process's part of
+    it, starting at `offset`: logQ and the masking are global.
     """
+    rows = torch.arange(len(user_emb), device=user_emb.device)
+    row_items = items[offset : offset + len(user_emb)]
     logits = user_emb @ item_emb.T * scale
     if log_q is not None:
         logits = logits - log_q[None, :]
-    same = items[None, :] == items[:, None]
-    same.fill_diagonal_(False)
+    same = items[None, :] == row_items[:, None]
+    same[rows, offset + rows] = False  # the row's own positive
     logits = logits.masked_fill(same, float("-inf"))
     if extra_emb is not None:
         extra = user_emb @ extra_emb.T * scale - extra_log_q
-        extra = extra.masked_fill(extra_items[None, :] == items[:, None], float("-inf"))
+        extra = extra.masked_fill(extra_items[None, :] == row_items[:, None], float("-inf"))
         logits = torch.cat([logits, extra], dim=1)
     return logits
 
 
-def in_batch_softmax_loss(*args, **kwargs) -> torch.Tensor:
+def in_batch_softmax_loss(*args, reduction: str = "mean", **kwargs) -> torch.Tensor:
     """Cross-entropy of `in_batch_logits(*args, **kwargs)` with each row's own item as the label."""
     logits = in_batch_logits(*args, **kwargs)
-    return F.cross_entropy(logits, torch.arange(len(logits)))
+    labels = kwargs.get("offset", 0) + torch.arange(len(logits), device=logits.device)
+    return F.cross_entropy(logits, labels, reduction=reduction)
+
+
+def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A batch tensor on `device`; to CUDA through pinned memory, so the copy overlaps compute."""
+    return tensor if device.type == "cpu" else tensor.pin_memory().to(device, non_blocking=True)
 
 
 def batch_loss(
-    model: TwoTower, ex: Examples, idx: torch.Tensor, params: TrainParams, generator: torch.Generator
+    model: TwoTower | DistributedDataParallel, ex: Examples, idx: torch.Tensor, params: TrainParams,
+    generator: torch.Generator, dist: Dist | None = None,
 ) -> torch.Tensor:
-    """The loss of the examples at `idx`, as the sampler's manifest says."""
-    users, items = ex.users[idx], ex.items[idx]
+    """The loss of the global batch of examples at `idx`, as the sampler's manifest says.
+
+    With `dist` of N processes, each computes its own part of the batch, scaled so that
+    DDP's average of the N gradients is the gradient of the whole batch's loss, and the N
+    losses average to it. For in_batch the item embeddings of every part are gathered, so
+    each row is scored against the items of the whole global batch.
+    """
+    dist = dist or Dist()
+    core = model.module if isinstance(model, DistributedDataParallel) else model
+    local, offset = dist.part(idx)
+    to = lambda t: _to_device(t, dist.device)
+    users, items, positives = to(ex.users[local]), to(ex.items[local]), to(ex.positives[local])
     if ex.loss == "bce":
-        return bce_loss(model.score(users, items, ex.positives[idx]), ex.labels[idx], ex.weights[idx])
-    user_emb, item_emb = model(users, items)
-    log_q = ex.log_q[idx] if params.logq and ex.log_q is not None else None
-    extra_emb = extra_items = None
+        user_emb, item_emb = model(users, items, positives)
+        logits = (user_emb * item_emb).sum(-1) * core.logit_scale()
+        per_example = F.binary_cross_entropy_with_logits(logits, to(ex.labels[local]), reduction="none")
+        # weights normalised over the whole batch, as one process would; times N, as DDP averages
+        return (per_example * to(ex.weights[local])).sum() * (dist.world / float(ex.weights[idx].sum()))
+    extra_items = None
     extra_log_q = 0.0
-    if ex.mixed_negatives:
-        num_items = model.config.num_items
-        extra_items = torch.randint(1, num_items, (ex.mixed_negatives,), generator=generator)
-        extra_emb = model.embed_items(extra_items)
+    if ex.mixed_negatives:  # the same draw on every process: one set of extras per global batch
+        num_items = core.config.num_items
+        extra_items = to(torch.randint(1, num_items, (ex.mixed_negatives,), generator=generator))
         # on the scale of log_q: expected draws of an item per batch row
         extra_log_q = math.log(ex.mixed_negatives / (len(idx) * (num_items - 1))) if params.logq else 0.0
-    return in_batch_softmax_loss(
-        user_emb, item_emb, items, model.logit_scale(), log_q, extra_emb, extra_items, extra_log_q
+    # one forward through the (DDP-wrapped) model: the batch's items, then the extras
+    user_emb, item_emb = model(users, items if extra_items is None else torch.cat([items, extra_items]), items)
+    item_emb, extra_emb = item_emb[: len(items)], (item_emb[len(items) :] if extra_items is not None else None)
+    log_q = to(ex.log_q[idx]) if params.logq and ex.log_q is not None else None
+    loss = in_batch_softmax_loss(
+        user_emb, dist.gather_rows(item_emb, len(idx)), to(ex.items[idx]), core.logit_scale(), log_q,
+        extra_emb, extra_items, extra_log_q, offset=offset, reduction="sum",
     )
+    return loss * (dist.world / len(idx))
 
 
 @torch.no_grad()
 def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -> float:
-    """recall@k of the validation users over the full catalogue, train items excluded."""
+    """recall@k of the validation users over the full catalogue, train items excluded.
+
+    Embeddings are computed on the model's device; the ranking runs on the CPU.
+    """
     model.eval()
-    user_emb = model.embed_users(val.users)
-    item_emb = model.embed_items(torch.arange(model.config.num_items))
+    device = next(model.parameters()).device
+    user_emb = model.embed_users(val.users.to(device)).cpu()
+    item_emb = model.embed_items(torch.arange(model.config.num_items, device=device)).cpu()
     recall = val.recall(user_emb, item_emb, k, memory_mb)
     model.train()
     return recall
@@ -278,6 +312,7 @@ def fit(
     on_epoch: Callable[[dict], None] | None = None,
     progress: bool = True,
     resume: Resume | None = None,
+    dist: Dist | None = None,
 ) -> TrainResult:
     """Adam with weight decay; stop after `patience` epochs without a better val recall@k.
 
@@ -285,13 +320,23 @@ def fit(
     from generators seeded here. With `resume`, the state after each epoch is saved there
     (atomically), and a run that finds a state with the same fingerprint continues after its
     epoch and ends with the same weights as an uninterrupted run.
+
+    With `dist` (several processes, see `gamerec.distributed`) the model trains as
+    DistributedDataParallel on `dist.device`: every process draws the same order, trains its
+    part of each global batch, and rank 0 ranks validation and saves the state; all
+    processes return the same result. The returned weights are on the CPU.
     """
+    dist = dist or Dist()
     if len(ex) == 0:
         raise GamerecError("train: the sampler wrote no examples; check data/negatives and prepare")
-    torch.manual_seed(params.seed)
-    generator = torch.Generator().manual_seed(params.seed)
+    if dist.world > 1 and dist.device.type == "cuda" and params.optimizer == "lazy_adam":
+        raise GamerecError("params: train.optimizer = 'lazy_adam' with train.processes > 1 on CUDA: NCCL cannot "
+                           "all-reduce sparse gradients; use train.optimizer = adam")
+    torch.manual_seed(params.seed + dist.rank)  # dropout; rank 0 draws what a one-process run draws
+    generator = torch.Generator().manual_seed(params.seed)  # the same order and extras on every process
+    model.to(dist.device)
     opts = optimizers(model, params)
-    best = TrainResult(copy.deepcopy(model.state_dict()), 0, -1.0)
+    best = TrainResult(_cpu_copy(model.state_dict()), 0, -1.0)
     is_positive = ex.labels > 0
     start, waited, first_epoch = time.perf_counter(), 0, 1
     batches, steady_seconds, steady_positives = 0, 0.0, 0
@@ -300,14 +345,17 @@ def fit(
         model.load_state_dict(state["model"])
         for opt, saved in zip(opts, state["optimizers"]):
             opt.load_state_dict(saved)
-        torch.set_rng_state(state["torch_rng"])
+        torch.set_rng_state(state["torch_rng"][dist.rank])
         generator.set_state(state["generator"])
         best = TrainResult(state["best_state"], state["best_epoch"], state["best_recall"], state["history"])
         waited, first_epoch = state["waited"], state["epoch"] + 1
-        print(f"train: resuming after epoch {state['epoch']} from {resume.path}", file=sys.stderr)
+        if dist.is_main:
+            print(f"train: resuming after epoch {state['epoch']} from {resume.path}", file=sys.stderr)
         for row in best.history:
             if on_epoch:
                 on_epoch(row)
+    # buffers (features, histories) are the same data everywhere: no per-step broadcast
+    net = DistributedDataParallel(model, forward_sync_buffers=False) if dist.world > 1 else model
     model.train()
     bar = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -316,36 +364,47 @@ def fit(
         order = torch.randperm(len(ex), generator=generator)
         total = 0.0
         for idx in torch.split(order, params.batch_size):
+            if len(idx) < dist.world:  # the epoch's last, short batch cannot give every process a row
+                continue
             batch_start = time.perf_counter()
-            loss = batch_loss(model, ex, idx, params, generator)
+            loss = batch_loss(net, ex, idx, params, generator, dist)
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
             for opt in opts:
                 opt.step()
-            total += loss.item() * len(idx)
+            total += loss.item() * len(idx) / dist.world  # the N parts' losses sum to the batch's
             batches += 1
             if batches > WARMUP_BATCHES:
                 steady_seconds += time.perf_counter() - batch_start
                 steady_positives += int(is_positive[idx].sum())
-        recall = validation_recall(model, val, params.k, params.eval_memory_mb)
+        total = dist.total(total)
+        recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb) if dist.is_main else 0.0)
         row = {"epoch": epoch, "loss": total / len(ex), f"val_recall@{params.k}": recall}
         best.history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", recall=f"{recall:.4f}")
         if on_epoch:
             on_epoch(row)
         if recall > best.best_recall:
-            best.state_dict, best.best_epoch, best.best_recall = copy.deepcopy(model.state_dict()), epoch, recall
+            best.state_dict, best.best_epoch, best.best_recall = _cpu_copy(model.state_dict()), epoch, recall
             waited = 0
         else:
             waited += 1
         if resume:
-            _save_state(resume, {
-                "epoch": epoch, "model": model.state_dict(), "optimizers": [opt.state_dict() for opt in opts],
-                "torch_rng": torch.get_rng_state(), "generator": generator.get_state(),
-                "best_state": best.state_dict, "best_epoch": best.best_epoch,
-                "best_recall": best.best_recall, "history": best.history, "waited": waited,
-            })
+            torch_rng = dist.gather_objects(torch.get_rng_state())  # every process's, so each resumes its own
+            if dist.is_main:
+                _save_state(resume, {
+                    "epoch": epoch, "model": _cpu_copy(model.state_dict()), "optimizers": [opt.state_dict() for opt in opts],
+                    "torch_rng": torch_rng, "generator": generator.get_state(),
+                    "best_state": best.state_dict, "best_epoch": best.best_epoch,
+                    "best_recall": best.best_recall, "history": best.history, "waited": waited,
+                })
+    model.to("cpu")
     best.seconds = time.perf_counter() - start
     best.positives_per_second = steady_positives / steady_seconds if steady_seconds else float("nan")
     return best
+
+
+def _cpu_copy(state: dict) -> dict:
+    """A copy of a state dict on the CPU: checkpoints load anywhere, and later steps cannot change it."""
+    return {name: tensor.detach().to("cpu", copy=True) for name, tensor in state.items()}

@@ -1,0 +1,140 @@
+"""Devices and processes for training: PyTorch's own distributed engine (torchrun, DDP), nothing home-made.
+
+With `train.processes: N > 1` the `train` stage starts `torchrun --standalone
+--nproc_per_node=N` on itself (the launcher runs in the stage's process, so a failed worker
+is one error line, not the launcher's traceback). A worker finds torchrun's environment
+(RANK, WORLD_SIZE, LOCAL_RANK, ...) and joins the process group: gloo on CPU, NCCL on CUDA.
+Started by hand with torchrun's rendezvous flags, the same script trains across machines.
+
+Every process holds all examples and draws the same shuffled order; each global batch of
+`train.batch_size` rows is split into one contiguous part per process, so N processes
+train on exactly the batches one process would (see `training.batch_loss`).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+
+import torch
+import torch.distributed as dist
+
+from gamerec.errors import GamerecError
+
+
+def resolve_device(name: str) -> torch.device:
+    """`auto` is CUDA when this machine has it, else CPU; `cuda` without CUDA is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise GamerecError("params: train.device = 'cuda' but PyTorch sees no CUDA device here; use auto or cpu")
+    return torch.device(name)
+
+
+@dataclass
+class Dist:
+    """This process's place in the job: rank, number of processes, and its device."""
+
+    rank: int = 0
+    world: int = 1
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def is_main(self) -> bool:
+        """Rank 0: the one process that writes checkpoints, logs and metrics."""
+        return self.rank == 0
+
+    def part(self, idx: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """This process's contiguous part of a global batch, and its offset in the batch."""
+        sizes = self.sizes(len(idx))
+        offset = sum(sizes[: self.rank])
+        return idx[offset : offset + sizes[self.rank]], offset
+
+    def sizes(self, n: int) -> list[int]:
+        """Rows of an n-row global batch per process (they differ by at most one)."""
+        return [n // self.world + (r < n % self.world) for r in range(self.world)]
+
+    def gather_rows(self, rows: torch.Tensor, n: int) -> torch.Tensor:
+        """Every process's `rows` of an n-row global batch, in rank order, differentiably.
+
+        The backward pass sends each process the gradients of its own rows from every
+        process's loss: cross-process in-batch negatives train the item tower everywhere.
+        """
+        if self.world == 1:
+            return rows
+        from torch.distributed import _functional_collectives as collectives
+
+        sizes = self.sizes(n)
+        padded = torch.cat([rows, rows.new_zeros(max(sizes) - len(rows), *rows.shape[1:])])
+        gathered = collectives.wait_tensor(collectives.all_gather_single_autograd(padded, 0, dist.group.WORLD))
+        return torch.cat([gathered[r * max(sizes) : r * max(sizes) + size] for r, size in enumerate(sizes)])
+
+    def total(self, value: float) -> float:
+        """The sum of `value` over all processes."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(tensor)
+        return float(tensor.item())
+
+    def from_main(self, value: float) -> float:
+        """Rank 0's `value`, on every process (decisions such as early stopping must agree)."""
+        if self.world == 1:
+            return value
+        tensor = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.broadcast(tensor, src=0)
+        return float(tensor.item())
+
+    def gather_objects(self, obj) -> list:
+        """`obj` of every process, in rank order (small picklable things: random generator states)."""
+        if self.world == 1:
+            return [obj]
+        out = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+
+def launched() -> bool:
+    """Whether torchrun started this process (it sets WORLD_SIZE)."""
+    return "WORLD_SIZE" in os.environ
+
+
+def init(device_name: str) -> Dist:
+    """Join torchrun's process group if there is one; pick this process's device."""
+    device = resolve_device(device_name)
+    if not launched() or int(os.environ["WORLD_SIZE"]) == 1:
+        return Dist(device=device)
+    local_rank = int(os.environ.get("LOCAL_RANK", 0))
+    if device.type == "cuda":
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    return Dist(dist.get_rank(), dist.get_world_size(), device)
+
+
+def shutdown() -> None:
+    """Leave the process group, if this process joined one."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
+
+
+def launch(processes: int, script: str, args: list[str] = ()) -> None:
+    """Run `script` in `processes` worker processes on this machine with torchrun, and wait.
+
+    The launcher is torchrun's own (`torch.distributed.run`), started in this process. Each
+    worker gets an equal share of the cores (OMP_NUM_THREADS) unless the caller set one.
+    """
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // processes)))
+    logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # our one line replaces its report
+    try:
+        run(parse_args(["--standalone", f"--nproc_per_node={processes}", script, *args]))
+    except ChildFailedError as exc:
+        codes = sorted({failure.exitcode for failure in exc.failures.values()})
+        raise GamerecError(
+            f"train: {len(exc.failures)} of {processes} torchrun workers failed (exit status "
+            f"{', '.join(map(str, codes))}); their messages are above"
+        ) from None
