@@ -341,6 +341,8 @@ def fit(
     start, waited, first_epoch = time.perf_counter(), 0, 1
     batches, steady_seconds, steady_positives = 0, 0.0, 0
     state = _load_state(resume) if resume else None
+    if dist.world > 1 and dist.total(float(state is not None)) != dist.world:
+        state = None  # resume only if every process found the state (machines without it start over)
     if state is not None:  # everything that decides the next epoch, so resuming changes nothing
         model.load_state_dict(state["model"])
         for opt, saved in zip(opts, state["optimizers"]):
