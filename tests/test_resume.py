@@ -89,3 +89,24 @@ def test_state_of_other_params_is_not_resumed(workdir):
     params["train"]["lr"] = 0.02
     (workdir / "params.yaml").write_text(yaml.safe_dump(params))
     assert "resuming" not in finish(workdir).stderr
+
+
+def test_interrupted_two_process_train_resumes_to_the_same_weights(tmp_path, workdir):
+    params = yaml.safe_load((workdir / "params.yaml").read_text())
+    params["train"]["processes"] = 2
+    (workdir / "params.yaml").write_text(yaml.safe_dump(params))
+    reference = tmp_path / "reference"
+    shutil.copytree(workdir, reference, ignore=shutil.ignore_patterns("reference"))
+    finish(reference)
+
+    killed = kill_after_first_epoch(workdir, signal.SIGINT)  # torchrun stops both workers
+    assert killed.returncode == 130 and "Traceback" not in killed.stderr
+    assert killed.stderr.strip().splitlines()[-1].startswith("interrupted")
+    assert not (workdir / "models/model.pt").exists()
+    state = torch.load(workdir / "models/train_state.pt", weights_only=True)
+    assert state["epoch"] >= 1 and len(state["torch_rng"]) == 2  # each process's random state
+
+    resumed = finish(workdir)
+    assert "resuming after epoch" in resumed.stderr
+    ref, res = weights(reference), weights(workdir)
+    assert ref.keys() == res.keys() and all(torch.equal(ref[k], res[k]) for k in ref)

@@ -125,6 +125,7 @@ def launch(processes: int, script: str, args: list[str] = ()) -> None:
     The launcher is torchrun's own (`torch.distributed.run`), started in this process. Each
     worker gets an equal share of the cores (OMP_NUM_THREADS) unless the caller set one.
     """
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
@@ -132,6 +133,8 @@ def launch(processes: int, script: str, args: list[str] = ()) -> None:
     logging.getLogger("torch.distributed.elastic").setLevel(logging.CRITICAL)  # our one line replaces its report
     try:
         run(parse_args(["--standalone", f"--nproc_per_node={processes}", script, *args]))
+    except SignalException:  # Ctrl-C or a kill: torchrun stopped the workers; say so as any stage does
+        raise KeyboardInterrupt from None
     except ChildFailedError as exc:
         codes = sorted({failure.exitcode for failure in exc.failures.values()})
         raise GamerecError(
