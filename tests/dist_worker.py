@@ -13,13 +13,12 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from torch.nn.parallel import DistributedDataParallel
 
 from gamerec import distributed
 from gamerec.config import InBatchParams, SamplingParams, TrainParams
 from gamerec.model import ModelConfig, TwoTower
 from gamerec.samplers import load_train_positives, sample
-from gamerec.training import Examples, batch_loss, item_features, optimizers, user_history
+from gamerec.training import Examples, batch_loss, item_features, optimizers, sparse_tables, user_history
 
 CASES = [("in_batch", 0, "lazy_adam"), ("in_batch", 7, "adam"), ("out_batch", 0, "lazy_adam"), ("also_view", 0, "adam")]
 BATCH = 101  # odd: the two processes' parts differ in size
@@ -43,10 +42,11 @@ def loss_and_grads(prepared: Path, case: tuple, dist: distributed.Dist) -> tuple
     model, ex = build(prepared, sampler, mixed)
     params = TrainParams(optimizer=optimizer)
     optimizers(model, params)  # lazy_adam: the embedding tables get sparse gradients
-    net = DistributedDataParallel(model, forward_sync_buffers=False) if dist.world > 1 else model
+    net = dist.wrap(model, sparse_tables(model))  # as `fit` does
     idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:BATCH]
     loss = batch_loss(net, ex, idx, params, torch.Generator().manual_seed(2), dist)
     loss.backward()
+    dist.average_sparse_grads(sparse_tables(model))
     grads = {name: p.grad.to_dense() for name, p in model.named_parameters() if p.grad is not None}
     return dist.total(loss.item()) / dist.world, grads
 

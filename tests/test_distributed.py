@@ -126,3 +126,13 @@ def test_a_failed_worker_is_one_error_line(workdir):
                             text=True, timeout=300)
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert result.stderr.strip().splitlines()[-1].startswith("error: train: 2 of 2 torchrun workers failed")
+
+
+def test_scaling_benchmark_prints_each_process_count(workdir):
+    result = subprocess.run([sys.executable, str(REPO / "bench/scaling.py"), "--workdir", str(workdir),
+                             "--processes", "1", "2", "--epochs", "1"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(result.stdout)
+    assert [(r["sampler"], r["processes"]) for r in rows] == [("in_batch", 1), ("in_batch", 2)]
+    assert all(r["wall_seconds"] > 0 for r in rows)
+    assert abs(rows[0]["val_recall@k"] - rows[1]["val_recall@k"]) <= VAL_RECALL_TOLERANCE

@@ -252,6 +252,11 @@ def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -
     return recall
 
 
+def sparse_tables(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """The weights of the embedding tables that get sparse gradients (set by `optimizers` for lazy_adam)."""
+    return [m.weight for m in model.modules() if isinstance(m, (torch.nn.Embedding, torch.nn.EmbeddingBag)) and m.sparse]
+
+
 def optimizers(model: TwoTower, params: TrainParams) -> list[torch.optim.Optimizer]:
     """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
 
@@ -329,9 +334,6 @@ def fit(
     dist = dist or Dist()
     if len(ex) == 0:
         raise GamerecError("train: the sampler wrote no examples; check data/negatives and prepare")
-    if dist.world > 1 and dist.device.type == "cuda" and params.optimizer == "lazy_adam":
-        raise GamerecError("params: train.optimizer = 'lazy_adam' with train.processes > 1 on CUDA: NCCL cannot "
-                           "all-reduce sparse gradients; use train.optimizer = adam")
     torch.manual_seed(params.seed + dist.rank)  # dropout; rank 0 draws what a one-process run draws
     generator = torch.Generator().manual_seed(params.seed)  # the same order and extras on every process
     model.to(dist.device)
@@ -356,8 +358,7 @@ def fit(
         for row in best.history:
             if on_epoch:
                 on_epoch(row)
-    # buffers (features, histories) are the same data everywhere: no per-step broadcast
-    net = DistributedDataParallel(model, forward_sync_buffers=False) if dist.world > 1 else model
+    net = dist.wrap(model, sparse_tables(model))
     model.train()
     bar = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -373,6 +374,7 @@ def fit(
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
+            dist.average_sparse_grads(sparse_tables(model))
             for opt in opts:
                 opt.step()
             total += loss.item() * len(idx) / dist.world  # the N parts' losses sum to the batch's
