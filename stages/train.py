@@ -41,7 +41,8 @@ def main() -> None:
         return
     dist = distributed.init(params.device)
     try:
-        train(sampler, model_params, params, dist)
+        with distributed.stoppable(dist):
+            train(sampler, model_params, params, dist)
     finally:
         distributed.shutdown()
 

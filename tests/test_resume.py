@@ -1,5 +1,6 @@
 """A killed train leaves no half checkpoint, and resuming ends with the uninterrupted weights."""
 
+import os
 import shutil
 import signal
 import subprocess
@@ -29,23 +30,27 @@ def workdir(tmp_path, prepared_dir) -> Path:
     return tmp_path
 
 
-def start_train(cwd: Path) -> subprocess.Popen:
+def start_train(cwd: Path, session: bool = False) -> subprocess.Popen:
     # Ctrl-C reaches a foreground process whose SIGINT is at its default. A shell runs background
     # jobs (a CI script started with `&`, say) with SIGINT ignored, and a child inherits that, so
     # the child is given the default back: the test is about train, not about how it was launched.
     return subprocess.Popen([sys.executable, str(REPO / "stages/train.py")], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL), start_new_session=session)
 
 
-def kill_after_first_epoch(cwd: Path, sig: int) -> subprocess.CompletedProcess:
-    proc = start_train(cwd)
+def kill_after_first_epoch(cwd: Path, sig: int, group: bool = False) -> subprocess.CompletedProcess:
+    """Signal train once its first epoch's state is saved; `group`: every process of it, as Ctrl-C in a terminal does."""
+    proc = start_train(cwd, session=group)
     state = cwd / "models/train_state.pt"
     deadline = time.monotonic() + 120
     while not state.exists() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
     assert proc.poll() is None, "train finished before it could be interrupted"
-    proc.send_signal(sig)
+    if group:
+        os.killpg(proc.pid, sig)
+    else:
+        proc.send_signal(sig)
     out, err = proc.communicate(timeout=60)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
@@ -99,7 +104,7 @@ def test_interrupted_two_process_train_resumes_to_the_same_weights(tmp_path, wor
     shutil.copytree(workdir, reference, ignore=shutil.ignore_patterns("reference"))
     finish(reference)
 
-    killed = kill_after_first_epoch(workdir, signal.SIGINT)  # torchrun stops both workers
+    killed = kill_after_first_epoch(workdir, signal.SIGINT, group=True)  # Ctrl-C: the launcher and both workers
     assert killed.returncode == 130 and "Traceback" not in killed.stderr
     assert killed.stderr.strip().splitlines()[-1].startswith("interrupted")
     assert not (workdir / "models/model.pt").exists()

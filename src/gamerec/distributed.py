@@ -15,6 +15,10 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import torch
@@ -161,6 +165,32 @@ def shutdown() -> None:
     """Leave the process group, if this process joined one."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+@contextmanager
+def stoppable(dist: Dist) -> Iterator[None]:
+    """In a worker, Ctrl-C or torchrun stopping the job ends as KeyboardInterrupt: the stage's one `interrupted` line.
+
+    torchrun stops workers with SIGTERM, one after another, so a worker waiting in a
+    collective can see its peer's socket close before its own signal arrives, as a
+    RuntimeError. That error is held for a moment: if a stop signal follows, the worker
+    was stopped, not broken; if none does, the error is raised as it was.
+    """
+    if dist.world == 1:
+        yield
+        return
+
+    def stop(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    except RuntimeError:
+        time.sleep(2.0)  # a stop signal arriving now raises KeyboardInterrupt from here
+        raise
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def launch(processes: int, script: str, args: list[str] = ()) -> None:
