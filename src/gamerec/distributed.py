@@ -111,7 +111,8 @@ class Dist:
             values = self._gather(torch.cat([values, values.new_zeros(width - len(values), *values.shape[1:])]))
             keep = [slice(r * width, r * width + int(n)) for r, n in enumerate(counts)]
             rows, values = torch.cat([rows[k] for k in keep]), torch.cat([values[k] for k in keep])
-            p.grad = torch.sparse_coo_tensor(rows[None], values / self.world, p.shape).coalesce() if len(rows) else None
+            p.grad = (torch.sparse_coo_tensor(rows[None], values / self.world, p.shape, check_invariants=True).coalesce()
+                      if len(rows) else None)  # checked: O(rows), and a bad index must not reach the optimizer
 
     def _gather(self, tensor: torch.Tensor) -> torch.Tensor:
         """Every process's `tensor` (all the same shape), concatenated in rank order."""
