@@ -1,7 +1,5 @@
 """Stage `export`: item and user vectors, the faiss index and its measured quality (params `export`)."""
 
-import hashlib
-import json
 from pathlib import Path
 
 import torch
@@ -10,22 +8,13 @@ from gamerec import config
 from gamerec.cli import run_stage
 from gamerec.errors import GamerecError
 from gamerec.export import build_and_measure, embed, served_kind, write_serving
-from gamerec.io import write_json
+from gamerec.io import file_md5, write_json
 from gamerec.model import TwoTower
 
 PREPARED = Path("data/prepared")
 MODEL = Path("models/model.pt")
 MODELS = Path("models")  # items.parquet, users.parquet, index.faiss, serving.json beside model.pt
 METRICS = Path("metrics/export.json")
-
-
-def md5(path: Path) -> str:
-    """The file's md5, as DVC records it in dvc.lock: the model version every answer names."""
-    digest = hashlib.md5()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def main() -> None:
@@ -37,7 +26,7 @@ def main() -> None:
     indexes, report = build_and_measure(catalogue, params)
     kind = served_kind(params, len(catalogue.items))
     write_serving(MODELS, catalogue, indexes[kind], {
-        "model_version": md5(MODEL),
+        "model_version": file_md5(MODEL),  # as dvc.lock records models/model.pt
         "sampler": checkpoint.get("sampler"),
         "ef_search": params.ef_search,
         "hnsw_m": params.hnsw_m,

@@ -5,7 +5,8 @@ data-parallel); started by torchrun, it is a worker. Only rank 0 writes outputs.
 """
 
 import json
-from contextlib import nullcontext
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -47,6 +48,16 @@ def main() -> None:
         distributed.shutdown()
 
 
+@contextmanager
+def live_log(enabled: bool) -> Iterator[Live | None]:
+    """DVCLive writing to a temporary folder renamed onto dvclive/ when training ends; None when disabled."""
+    if not enabled:
+        yield None
+        return
+    with atomic_path(LIVE_DIR) as tmp, Live(str(tmp), dvcyaml=False, save_dvc_exp=False) as live:
+        yield live
+
+
 def train(sampler: str, model_params: config.ModelParams, params: config.TrainParams, dist: distributed.Dist) -> None:
     stats = json.loads((PREPARED / "stats.json").read_text())
     frame, manifest = read_negatives(NEGATIVES / sampler)
@@ -60,9 +71,7 @@ def train(sampler: str, model_params: config.ModelParams, params: config.TrainPa
     model = TwoTower(cfg, item_features(PREPARED, stats), history)
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
     resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None
-    # rank 0 logs; the other processes train beside it and write nothing
-    live_dir = atomic_path(LIVE_DIR) if dist.is_main else nullcontext()
-    with live_dir as tmp, (Live(str(tmp), dvcyaml=False, save_dvc_exp=False) if dist.is_main else nullcontext()) as live:
+    with live_log(dist.is_main) as live:  # rank 0 logs; the other processes train beside it and write nothing
 
         def log_epoch(row: dict) -> None:
             for name, value in row.items():

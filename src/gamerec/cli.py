@@ -56,17 +56,12 @@ def format_answer(answer: dict) -> str:
     return "\n".join(lines)
 
 
-def _recommend(args: argparse.Namespace) -> None:
+def _query(args: argparse.Namespace) -> None:
+    """`recommend` or `similar`, printed as a table or as the service's JSON."""
     from gamerec.recommender import Recommender
 
-    answer = Recommender(args.models).recommend(args.user, args.k)
-    print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
-
-
-def _similar(args: argparse.Namespace) -> None:
-    from gamerec.recommender import Recommender
-
-    answer = Recommender(args.models).similar(args.item, args.k)
+    recommender = Recommender(args.models)
+    answer = recommender.recommend(args.user, args.k) if args.command == "recommend" else recommender.similar(args.item, args.k)
     print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
 
 
@@ -90,7 +85,7 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument(key, required=True, help=key_help)
         sub.add_argument("-k", type=_k, default=10, help="how many games (1 to 100, default 10)")
         sub.add_argument("--json", action="store_true", help="print the service's JSON answer instead of a table")
-        sub.set_defaults(run=_recommend if name == "recommend" else _similar)
+        sub.set_defaults(run=_query)
     serve = commands.add_parser("serve", parents=[common], help="the HTTP service (FastAPI on uvicorn)",
                                 description="GET /recommend?user=ID&k=10, /similar?item=ASIN&k=10, /health")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

@@ -49,10 +49,20 @@ def fingerprint(paths: list[Path], extra: Any) -> str:
         files = sorted(p for p in Path(root).rglob("*") if p.is_file()) if Path(root).is_dir() else [Path(root)]
         for file in files:
             digest.update(str(file.relative_to(root.parent)).encode())
-            with file.open("rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    digest.update(block)
+            _hash_file(digest, file)
     return digest.hexdigest()
+
+
+def file_md5(path: Path) -> str:
+    """The file's md5, as DVC records it in dvc.lock."""
+    return _hash_file(hashlib.md5(), path).hexdigest()
+
+
+def _hash_file(digest, path: Path):
+    with Path(path).open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest
 
 
 def write_json(path: str | Path, obj: Any) -> None:

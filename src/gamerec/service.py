@@ -67,6 +67,7 @@ class _VersionHeader:
 def serve(models_dir: str, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Load the exported model once, then serve it with uvicorn until interrupted."""
     recommender = Recommender(models_dir)  # a bad folder stops here, before the port is bound
-    print(f"gamerec: serving model {recommender.model_version[:12]} ({recommender.health()['items']} games, "
-          f"{recommender.health()['index']} index) on http://{host}:{port}", flush=True)
+    health = recommender.health()
+    print(f"gamerec: serving model {recommender.model_version[:12]} ({health['items']} games, "
+          f"{health['index']} index) on http://{host}:{port}", flush=True)
     uvicorn.run(create_app(recommender), host=host, port=port, log_level="warning")

@@ -358,7 +358,8 @@ def fit(
         for row in best.history:
             if on_epoch:
                 on_epoch(row)
-    net = dist.wrap(model, sparse_tables(model))
+    sparse = sparse_tables(model)
+    net = dist.wrap(model, sparse)
     model.train()
     bar = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
     for epoch in bar:
@@ -374,7 +375,7 @@ def fit(
             for opt in opts:
                 opt.zero_grad(set_to_none=True)
             loss.backward()
-            dist.average_sparse_grads(sparse_tables(model))
+            dist.average_sparse_grads(sparse)
             for opt in opts:
                 opt.step()
             total += loss.item() * len(idx) / dist.world  # the N parts' losses sum to the batch's
