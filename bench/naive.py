@@ -16,20 +16,21 @@ import argparse
 import json
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from torch.nn import functional as F
 from torch.nn.utils.rnn import pad_sequence
 from torch.utils.data import DataLoader, Dataset, default_collate
 
-from gamerec import config
-from gamerec.model import ItemFeatures, ModelConfig, TwoTower, UserHistory
+from gamerec import config, losses, model
+from gamerec.csr import Csr
+from gamerec.distributed import Dist
+from gamerec.model import TwoTower
+from gamerec.prepared import ItemFeatures, Prepared
 from gamerec.samplers import read_negatives
-from gamerec.training import Examples, bce_loss, in_batch_softmax_loss, item_features, optimizers, user_history
+from gamerec.training import Examples
 
 BATCH_SIZE = 512  # the older project's batch
 
@@ -37,8 +38,8 @@ BATCH_SIZE = 512  # the older project's batch
 class PerRowExamples(Dataset):
     """One training example per index, built from plain arrays on every call."""
 
-    def __init__(self, ex: Examples, features: ItemFeatures, history: UserHistory, cfg: ModelConfig):
-        self.ex, self.features, self.history, self.cfg = ex, features, history, cfg
+    def __init__(self, ex: Examples, features: ItemFeatures, history: Csr, arch: config.ModelParams):
+        self.ex, self.features, self.history, self.cfg = ex, features, history, arch
 
     def __len__(self) -> int:
         return len(self.ex)
@@ -58,7 +59,7 @@ class PerRowExamples(Dataset):
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ex, f = self.ex, self.features
         user, item, positive = int(ex.users[i]), int(ex.items[i]), int(ex.positives[i])
-        tokens = f.text_indices[f.text_indptr[item]: f.text_indptr[item + 1]]
+        tokens = f.text.indices[f.text.indptr[item]: f.text.indptr[item + 1]]
         row = {
             "user": torch.tensor(user),
             "item": torch.tensor(item),
@@ -84,7 +85,7 @@ def pad_collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
 
 
 def _normalized(model: TwoTower, x: torch.Tensor) -> torch.Tensor:
-    return F.normalize(x, dim=-1) if model.config.normalize else x
+    return F.normalize(x, dim=-1) if model.config.arch.normalize else x
 
 
 def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], logq: bool) -> torch.Tensor:
@@ -103,14 +104,22 @@ def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], logq: bool) -> t
         total = (users.item_embedding(history) * weight[..., None]).sum(1)
         parts.append(total / weight.sum(1).clamp(min=1e-6)[:, None])
     user_emb = _normalized(model, users.mlp(torch.cat(parts, dim=-1)))
-    if "log_q" not in batch:
-        return bce_loss((user_emb * item_emb).sum(-1) * model.logit_scale(), batch["label"], batch["weight"])
-    return in_batch_softmax_loss(user_emb, item_emb, items, model.logit_scale(), batch["log_q"] if logq else None)
+    scale = model.logit_scale()
+    if "log_q" not in batch:  # the library's weighted BCE
+        return losses.bce((user_emb * item_emb).sum(-1) * scale, batch["label"], batch["weight"],
+                          1 / float(batch["weight"].sum()))
+    # the library's batch softmax, fed these embeddings instead of the model's forward
+    ones = torch.ones(len(items))
+    rows = losses.Batch(users=items, items=items, positives=items, labels=ones, weights=ones, batch_items=items,
+                        batch_log_q=batch["log_q"] if logq else None, total_weight=float(len(items)),
+                        size=len(items), offset=0)
+    softmax = losses.BatchSoftmax(losses.Setup(scale, model.config.num_items, logq, 0, torch.Generator()))
+    return softmax(lambda *_: (user_emb, item_emb), rows, Dist())
 
 
 def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, batches: int, warmup: int) -> dict:
     """Train `warmup` + `batches` batches; the steady-state rate counts the last `batches`."""
-    opts = optimizers(model, params)
+    opts = model.configure_optimizers(params)
     model.train()
     seconds, positives, done = 0.0, 0, 0
     start = time.perf_counter()
@@ -135,20 +144,14 @@ def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, bat
 
 def load(workdir: Path, sampler: str) -> tuple[TwoTower, Examples, PerRowExamples, config.TrainParams]:
     """The model (fresh weights, as train builds it) and the sampler's examples of a bench folder."""
-    prepared = workdir / "data/prepared"
     params_file = workdir / "params.yaml"
-    stats = json.loads((prepared / "stats.json").read_text())
+    where = config.load(config.Paths, "paths", params_file)
+    prepared = Prepared(workdir / where.prepared)
     model_params = config.load(config.ModelParams, "model", params_file)
     params = config.load(config.TrainParams, "train", params_file)
-    cfg = ModelConfig.for_data(stats, **asdict(model_params))
-    interactions = pd.read_parquet(prepared / "interactions.parquet")
-    history = user_history(interactions, cfg.num_users)
-    features = item_features(prepared, stats)
-    torch.manual_seed(params.seed)
-    model = TwoTower(cfg, features, history)
-    frame, manifest = read_negatives(workdir / "data/negatives" / sampler)
-    ex = Examples.from_frame(frame, manifest)
-    return model, ex, PerRowExamples(ex, features, history, cfg), params
+    two_tower = model.build(prepared, model_params, params.seed)
+    ex = Examples.from_frame(*read_negatives(workdir / where.negatives / sampler))
+    return two_tower, ex, PerRowExamples(ex, prepared.item_features(), prepared.history(), model_params), params
 
 
 def main() -> None:

@@ -43,7 +43,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import IO
 
-from gamerec.cli import run_stage
+from gamerec.stage import run_stage
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path
 

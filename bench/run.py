@@ -9,11 +9,11 @@ Training runs one epoch per sampler; `evaluate` ranks the in_batch model's test 
 the full catalogue (the ALS grid is off: it is a baseline, not the pipeline). In the same
 run, two references turn the figures into ratios that survive a noisy machine:
 
-- the per-row loop of `bench/naive.py` (the older project's data path, the same model)
+- the per-row loop of `bench/naive.py` (a per-row Dataset and collate, the same model)
   gives `speedup_vs_per_row` for each sampler's steady-state training rate;
 - `bench/machine.py` measures float32 matmul at the evaluation's shapes and the memory copy
   bandwidth; the ranking step's FLOP rate is reported as a fraction of that matmul rate,
-  and training's from its FLOP count per positive (`train_flops_per_positive` below).
+  and training's from its FLOP count per positive (`ModelConfig.flops_per_positive`).
 
 Prints one JSON object on stdout; progress goes to stderr.
 """
@@ -30,15 +30,15 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
 import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
+from gamerec.config import ModelParams, parse  # noqa: E402
 from gamerec.model import ModelConfig  # noqa: E402
+from gamerec.prepared import Prepared  # noqa: E402
 from gamerec.retrieval import chunk_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -48,32 +48,6 @@ SIZES = {  # synthetic params; the rest of params.yaml stays as the repository h
     "small": {},  # params.yaml's own: 4000 users, 1200 items, 60k reviews
     "5m": {"users": 1_000_000, "items": 100_000, "interactions": 5_000_000},
 }
-
-
-def train_flops_per_positive(cfg: ModelConfig, softmax: bool, batch_size: int, rows_per_positive: float,
-                             tokens_per_item: float, history_per_user: float) -> float:
-    """Training FLOPs per positive, counted from the architecture (a multiply-add is 2 FLOPs).
-
-    Per example row, forward: the item tower's description mean (tokens x dim) and price
-    layer (2 x 2 x dim), its MLP (4 x dim in); the user tower's history pool (items x dim,
-    weighted) and MLP; normalising both (3 x dim each); the score: one dot product (BCE) or
-    a row of the batch's logits (softmax: batch x dim, plus about 5 FLOPs per logit for the
-    softmax). Backward costs about twice forward, so training is 3x forward. Embedding
-    lookups and optimiser updates move memory and count 0 here.
-    """
-    d = cfg.dim
-
-    def mlp(width: int) -> float:
-        flops = 0.0
-        for size in [*cfg.hidden, d]:
-            flops, width = flops + 2 * width * size, size
-        return flops
-
-    item = tokens_per_item * d + 4 * d + mlp(4 * d) + 3 * d
-    parts = int(cfg.user_id) + int(cfg.history > 0)
-    user = 2 * min(history_per_user, cfg.history) * d + mlp(parts * d) + 3 * d
-    score = batch_size * (2 * d + 5) if softmax else 2 * d
-    return 3 * rows_per_positive * (item + user + score)
 
 
 class Bench:
@@ -147,22 +121,23 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
     steps: dict[str, dict] = {}
     steps["synthesize"] = bench.stage("synthesize")
     steps["prepare"] = bench.stage("prepare")
-    data = bench.metrics("metrics/data.json")
+    where = bench.params["paths"]
+    data = bench.metrics(where["data_report"])
     raw = data["cleaning"]["raw_interactions"]
     steps["synthesize"]["reviews_per_second"] = _rate(raw, steps["synthesize"]["seconds"])
     steps["prepare"]["reviews_per_second"] = _rate(raw, steps["prepare"]["seconds"])
     examples = {}
     for s in SAMPLERS:
         step = steps[f"sample_negatives@{s}"] = bench.stage(f"sample_negatives@{s}", s)
-        examples[s] = bench.metrics(f"metrics/sampling/{s}.json")
+        examples[s] = bench.metrics(f"{where['sampling_reports']}/{s}.json")
         step["examples_per_second"] = _rate(examples[s]["examples"], step["seconds"])
 
-    stats = json.loads((bench.dir / "data/prepared/stats.json").read_text())
-    cfg = ModelConfig.for_data(stats, **bench.params["model"])
-    shapes = _data_shapes(bench.dir)
+    prepared = Prepared(bench.dir / bench.params["paths"]["prepared"])
+    cfg = ModelConfig(**prepared.sizes, arch=parse(ModelParams, bench.params["model"], "model"))
+    shapes = _data_shapes(prepared)
     print("bench: the machine's matmul and copy rates ...", file=sys.stderr, flush=True)
     eval_rows = min(chunk_rows(cfg.num_items, bench.params["evaluate"]["memory_mb"]), data["splits"]["test"])
-    matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.dim)
+    matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim)
     copy = machine.copy_gbps()
 
     batch_size = bench.params["train"]["batch_size"]
@@ -175,8 +150,8 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))
         ours = bench.figures("train", sampler=s)["positives_per_second"]
         ex = examples[s]
-        flops = train_flops_per_positive(cfg, s == "in_batch", batch_size, ex["examples"] / ex["positives"],
-                                         shapes["tokens_per_item"], shapes["history_per_user"])
+        flops = cfg.flops_per_positive(s == "in_batch", batch_size, ex["examples"] / ex["positives"],
+                                       shapes["tokens_per_item"], shapes["history_per_user"])
         step.update({
             "examples": ex["examples"],
             "positives_per_second": round(ours, 1),
@@ -200,7 +175,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "fraction_of_matmul": round(gflops / matmul, 3),
     })
     steps["export"] = bench.stage("export")
-    exported = json.loads((bench.dir / "metrics/export.json").read_text())
+    exported = bench.metrics(where["export_report"])
     steps["export"].update({
         "items_per_second": _rate(exported["items"], steps["export"]["seconds"]),
         "served_index": exported["served"],
@@ -215,7 +190,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "data": {"reviews": raw, "interactions": data["interactions"], "users": data["users"],
                  "items": data["items"], "train_positives": data["splits"]["train"]},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "matmul_gflops": round(matmul, 1), "matmul_shape": [eval_rows, cfg.dim, cfg.num_items],
+                    "matmul_gflops": round(matmul, 1), "matmul_shape": [eval_rows, cfg.arch.dim, cfg.num_items],
                     "copy_gbps": round(copy, 1)},
         "steps": steps,
         # what `dvc repro` runs (one train, the in_batch default), and the peak of any one step
@@ -231,13 +206,12 @@ def _no_nan(value):
     return None if isinstance(value, float) and value != value else value
 
 
-def _data_shapes(workdir: Path) -> dict[str, float]:
+def _data_shapes(prepared: Prepared) -> dict[str, float]:
     """Mean description tokens per item and train history per user: the FLOP count's inputs."""
-    with np.load(workdir / "data/prepared/text.npz") as text:
-        tokens = len(text["indices"]) / max(len(text["indptr"]) - 1, 1)
-    split = pd.read_parquet(workdir / "data/prepared/interactions.parquet", columns=["user", "split"])
-    train = split[split.split == "train"]
-    return {"tokens_per_item": tokens, "history_per_user": len(train) / max(train.user.nunique(), 1)}
+    text = prepared.text
+    train = prepared.split("train")
+    return {"tokens_per_item": len(text.indices) / max(text.rows, 1),
+            "history_per_user": len(train) / max(train.user.nunique(), 1)}
 
 
 if __name__ == "__main__":

@@ -29,10 +29,11 @@ STAGE = Path(__file__).resolve().parents[1] / "stages" / "train.py"
 def train_once(workdir: Path, sampler: str, processes: int, epochs: int) -> dict:
     with tempfile.TemporaryDirectory(prefix="gamerec-scaling-") as scratch:
         scratch = Path(scratch)
-        (scratch / "data").mkdir()
-        for name in ("prepared", "negatives"):
-            (scratch / "data" / name).symlink_to((workdir / "data" / name).resolve())
         params = yaml.safe_load((workdir / "params.yaml").read_text())
+        for name in ("prepared", "negatives"):  # the inputs, linked where params.yaml's paths say
+            link = scratch / params["paths"][name]
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to((workdir / params["paths"][name]).resolve())
         params["sampler"] = sampler
         params["train"].update(epochs=epochs, processes=processes, resume=False)
         (scratch / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
@@ -44,7 +45,7 @@ def train_once(workdir: Path, sampler: str, processes: int, epochs: int) -> dict
         if result.returncode != 0:
             sys.exit(f"train ({sampler}, {processes} processes) failed:\n{result.stderr[-3000:]}")
         figures = json.loads(profile.read_text().splitlines()[-1])
-        summary = json.loads((scratch / "metrics/train.json").read_text())
+        summary = json.loads((scratch / params["paths"]["train_report"]).read_text())
     return {
         "sampler": sampler,
         "processes": processes,

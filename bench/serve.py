@@ -1,6 +1,6 @@
 """Benchmark of serving: the real `gamerec serve` over loopback, and exact versus ANN search.
 
-    python bench/serve.py [--models models] [--index flat|hnsw] [--requests 3000] [--concurrency 4] [--queries 1000]
+    python bench/serve.py [--models models/serving] [--index flat|hnsw] [--requests 3000] [--concurrency 4] [--queries 1000]
 
 1. Starts `gamerec serve` on a free 127.0.0.1 port (a separate process, as users run it),
    sends `--requests` GET /recommend?user=...&k=10 for users of the export, round robin,
@@ -102,7 +102,7 @@ def load_test(port: int, paths: list[str], concurrency: int) -> tuple[np.ndarray
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="models", help="the export stage's folder (default: models)")
+    parser.add_argument("--models", default="models/serving", help="the export stage's folder (default: models/serving)")
     parser.add_argument("--index", choices=ann.KINDS, help="serve this index kind (default: the exported one)")
     parser.add_argument("--requests", type=int, default=3000)
     parser.add_argument("--concurrency", type=int, default=4)

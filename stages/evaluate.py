@@ -1,23 +1,14 @@
-"""Stage `evaluate`: the fixed test protocol for the trained model and the popularity baseline (params `evaluate`)."""
+"""Stage `evaluate`: the fixed test protocol for the trained model and its baselines (params `evaluate`)."""
 
 import sys
 from pathlib import Path
 
-import torch
-
-from gamerec import config, profile
-from gamerec.cli import run_stage
-from gamerec.errors import GamerecError
-from gamerec import baselines
+from gamerec import baselines, config, profile
 from gamerec.evaluation import Report, evaluate, feature_ablation, load_eval_data, model_scorer, validation_recall
 from gamerec.io import atomic_path, write_json
-from gamerec.model import TwoTower
-
-PREPARED = Path("data/prepared")
-MODEL = Path("models/model.pt")
-METRICS = Path("metrics/eval.json")
-ABLATION = Path("metrics/ablation.json")
-PLOTS = Path("plots")
+from gamerec.model import TwoTower, load_checkpoint
+from gamerec.prepared import Prepared
+from gamerec.stage import paths, run_stage
 
 
 def _rounded(metrics: dict) -> dict:
@@ -38,15 +29,14 @@ def write_plots(model: Report, popularity: Report, out_dir: Path) -> None:
 
 def main() -> None:
     params = config.load(config.EvaluateParams, "evaluate")
+    where = paths()
     k = params.k[0]  # the headline cutoff: ALS tuning, ablation and the printed summary use it
-    if not MODEL.is_file():
-        raise GamerecError(f"{MODEL}: no trained model; run `dvc repro train` first")
-    model = TwoTower.from_checkpoint(torch.load(MODEL, weights_only=True)).eval()
-    data = load_eval_data(PREPARED, params)
+    model = TwoTower.from_checkpoint(load_checkpoint(where.model)).eval()
+    data = load_eval_data(Prepared(where.prepared), params)
     report = evaluate(*model_scorer(model), data, params)
     users, items = len(data.test.holdout.users), model.config.num_items
-    profile.record("evaluate", users=users, items=items, dim=model.config.dim,
-                   ranking_seconds=report.ranking_seconds, flops=2 * users * items * model.config.dim)
+    profile.record("evaluate", users=users, items=items, dim=model.config.arch.dim,
+                   ranking_seconds=report.ranking_seconds, flops=2 * users * items * model.config.arch.dim)
     baseline = evaluate(*baselines.popularity(data.popularity), data, params)
     result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
     if params.als.enabled and baselines.als_available():
@@ -57,10 +47,10 @@ def main() -> None:
         result["baseline"]["als"] = {**_rounded(evaluate(*scorer, data, params).metrics), **_rounded(chosen)}
     elif params.als.enabled:
         print('evaluate: the ALS baseline needs `implicit` (pip install -e ".[als]"); skipped', file=sys.stderr)
-    write_json(ABLATION, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
-    with atomic_path(PLOTS) as tmp:
+    write_json(where.ablation_report, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
+    with atomic_path(where.plots) as tmp:
         write_plots(report, baseline, tmp)
-    write_json(METRICS, result)
+    write_json(where.eval_report, result)
     print(
         f"evaluate: {result['users_evaluated']} users, {result['catalogue_items']} items; model recall@{k} "
         f"{result[f'recall@{k}']:.4f} ndcg@{k} {result[f'ndcg@{k}']:.4f} auc {result['auc']:.4f}; popularity "

@@ -3,19 +3,18 @@
 from pathlib import Path
 
 from gamerec import config
-from gamerec.cli import run_stage
 from gamerec.data import synthetic
 from gamerec.io import atomic_path
-
-OUT_DIR = Path("data/raw/synthetic")
+from gamerec.stage import paths, run_stage
 
 
 def main() -> None:
     params = config.load(config.SyntheticParams, "synthetic")
-    with atomic_path(OUT_DIR) as tmp:
+    out = Path(paths().synthetic)
+    with atomic_path(out) as tmp:
         tmp.mkdir()
         summary = synthetic.generate(params, tmp)
-    print(f"synthesize: wrote {OUT_DIR}: {summary}")
+    print(f"synthesize: wrote {out}: {summary}")
 
 
 if __name__ == "__main__":

@@ -1,41 +1,30 @@
-"""Stage `train`: fit the two-tower model on `data/negatives/${sampler}` (params `sampler`, `model`, `train`).
+"""Stage `train`: fit the two-tower model on the chosen sampler's negatives (params `sampler`, `model`, `train`).
 
 With `train.processes` > 1 this script starts torchrun on itself (one worker per process,
 data-parallel); started by torchrun, it is a worker. Only rank 0 writes outputs.
 """
 
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
-import pandas as pd
 import torch
 from dvclive import Live
 
-from gamerec import config, distributed, profile
-from gamerec.cli import run_stage
-from gamerec.errors import GamerecError
+from gamerec import config, distributed, model, profile, samplers
 from gamerec.io import atomic_path, fingerprint, write_json
-from gamerec.model import ModelConfig, TwoTower
-from gamerec.samplers import read_negatives
-from gamerec.training import Examples, Resume, fit, holdout, item_features, user_history
-
-PREPARED = Path("data/prepared")
-NEGATIVES = Path("data/negatives")
-MODEL = Path("models/model.pt")
-LIVE_DIR = Path("dvclive")
-METRICS = Path("metrics/train.json")
-STATE = Path("models/train_state.pt")  # end-of-epoch state of an unfinished run (not a DVC output)
+from gamerec.prepared import Prepared
+from gamerec.stage import paths, run_stage
+from gamerec.training import Examples, Resume, fit
 
 
 def main() -> None:
-    sampler = config.load_sampler()
+    sampler = samplers.chosen()
     model_params = config.load(config.ModelParams, "model")
     params = config.load(config.TrainParams, "train")
-    if not (PREPARED / "stats.json").is_file():
-        raise GamerecError(f"{PREPARED}: prepared data not found; run `dvc repro prepare` first")
+    where = paths()
+    prepared = Prepared(where.prepared)  # a missing folder is one line here, before any worker starts
     if params.processes > 1 and not distributed.launched():
         distributed.resolve_device(params.device)  # a bad device is one line here, not one per worker
         distributed.launch(params.processes, __file__)
@@ -43,35 +32,31 @@ def main() -> None:
     dist = distributed.init(params.device)
     try:
         with distributed.stoppable(dist):
-            train(sampler, model_params, params, dist)
+            train(prepared, sampler, model_params, params, where, dist)
     finally:
         distributed.shutdown()
 
 
 @contextmanager
-def live_log(enabled: bool) -> Iterator[Live | None]:
-    """DVCLive writing to a temporary folder renamed onto dvclive/ when training ends; None when disabled."""
+def live_log(folder: str, enabled: bool) -> Iterator[Live | None]:
+    """DVCLive writing to a temporary folder renamed onto `folder` when training ends; None when disabled."""
     if not enabled:
         yield None
         return
-    with atomic_path(LIVE_DIR) as tmp, Live(str(tmp), dvcyaml=False, save_dvc_exp=False) as live:
+    with atomic_path(folder) as tmp, Live(str(tmp), dvcyaml=False, save_dvc_exp=False) as live:
         yield live
 
 
-def train(sampler: str, model_params: config.ModelParams, params: config.TrainParams, dist: distributed.Dist) -> None:
-    stats = json.loads((PREPARED / "stats.json").read_text())
-    frame, manifest = read_negatives(NEGATIVES / sampler)
-    examples = Examples.from_frame(frame, manifest)
-    interactions = pd.read_parquet(PREPARED / "interactions.parquet")
-    val = holdout(interactions, "val").sample(params.val_users, params.seed)
-
-    torch.manual_seed(params.seed)  # the initial weights, the same in every process
-    cfg = ModelConfig.for_data(stats, **asdict(model_params))
-    history = user_history(interactions, cfg.num_users) if cfg.history else None
-    model = TwoTower(cfg, item_features(PREPARED, stats), history)
+def train(prepared: Prepared, sampler: str, model_params: config.ModelParams, params: config.TrainParams,
+          where: config.Paths, dist: distributed.Dist) -> None:
+    negatives = Path(where.negatives) / sampler
+    examples = Examples.from_frame(*samplers.read_negatives(negatives))
+    val = prepared.holdout("val").sample(params.val_users, params.seed)
+    two_tower = model.build(prepared, model_params, params.seed)  # the same initial weights in every process
     made_from = {"sampler": sampler, "model": asdict(model_params), "train": asdict(params)}
-    resume = Resume(STATE, fingerprint([PREPARED, NEGATIVES / sampler], made_from)) if params.resume else None
-    with live_log(dist.is_main) as live:  # rank 0 logs; the other processes train beside it and write nothing
+    resume = (Resume(Path(where.train_state), fingerprint([Path(where.prepared), negatives], made_from))
+              if params.resume else None)
+    with live_log(where.live, dist.is_main) as live:  # rank 0 logs; the other processes train beside it and write nothing
 
         def log_epoch(row: dict) -> None:
             for name, value in row.items():
@@ -79,11 +64,11 @@ def train(sampler: str, model_params: config.ModelParams, params: config.TrainPa
                     live.log_metric(name, value)
             live.next_step()
 
-        result = fit(model, examples, val, params, on_epoch=log_epoch if live else None,
+        result = fit(two_tower, examples, val, params, on_epoch=log_epoch if live else None,
                      progress=dist.is_main, resume=resume, dist=dist)
     if not dist.is_main:
         return
-    model.load_state_dict(result.state_dict)
+    two_tower.load_state_dict(result.state_dict)
     summary = {
         "sampler": sampler,
         "best_epoch": result.best_epoch,
@@ -91,10 +76,10 @@ def train(sampler: str, model_params: config.ModelParams, params: config.TrainPa
         f"val_recall@{params.k}": result.best_recall,
         "examples": len(examples),
     }  # no timings here: tracked outputs stay byte-identical across runs
-    with atomic_path(MODEL) as tmp:
-        torch.save({**model.checkpoint(), "sampler": sampler, "best_epoch": result.best_epoch}, tmp)
-    write_json(METRICS, summary)
-    STATE.unlink(missing_ok=True)  # finished: nothing left to resume
+    with atomic_path(where.model) as tmp:
+        torch.save({**two_tower.checkpoint(), "sampler": sampler, "best_epoch": result.best_epoch}, tmp)
+    write_json(where.train_report, summary)
+    Path(where.train_state).unlink(missing_ok=True)  # finished: nothing left to resume
     profile.record("train", sampler=sampler, seconds=result.seconds, examples=len(examples),
                    positives_per_second=result.positives_per_second, processes=dist.world)
     print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s (steady state)"

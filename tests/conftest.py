@@ -31,18 +31,26 @@ def prepared_dir(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def tiny_model(prepared_dir):
+def prepared(prepared_dir):
+    """The tiny prepared data set, opened by its reader."""
+    from gamerec.prepared import Prepared
+
+    return Prepared(prepared_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_model(prepared):
     """An untrained (seeded) two-tower model over the tiny prepared data, pooling user histories."""
-    import json
+    from gamerec import model
+    from gamerec.config import ModelParams
 
-    import pandas as pd
-    import torch
+    arch = ModelParams(dim=16, hidden=[], dropout=0.0, temperature=0.1, history=5, user_id=True, causal=True,
+                       pooling="mean")
+    return model.build(prepared, arch, seed=0).eval()
 
-    from gamerec.model import ModelConfig, TwoTower
-    from gamerec.training import item_features, user_history
 
-    stats = json.loads((prepared_dir / "stats.json").read_text())
-    torch.manual_seed(0)
-    cfg = ModelConfig.for_data(stats, dim=16, hidden=[], dropout=0.0, history=5, user_id=True, causal=True)
-    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
-    return TwoTower(cfg, item_features(prepared_dir, stats), user_history(interactions, cfg.num_users)).eval()
+def repo_params() -> dict:
+    """The repository's params.yaml as a mapping (tests write variants of it for stages run by hand)."""
+    import yaml
+
+    return yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())

@@ -12,8 +12,9 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gamerec.cli import run_stage
+from conftest import repo_params
 from gamerec.data.readers import read_raw
+from gamerec.stage import run_stage
 
 REPO = Path(__file__).resolve().parents[1]
 PREPARE = runpy.run_path(str(REPO / "stages/prepare.py"))["main"]  # the stage's own main()
@@ -43,7 +44,7 @@ def run(tmp_path: Path, monkeypatch, capsys, files: dict[str, bytes], **prepare)
     for name, content in files.items():
         compress = name.endswith(".gz") and not content.startswith(b"\x1f\x8b")  # else: gzip bytes as given
         (raw / name).write_bytes(gzip.compress(content, mtime=0) if compress else content)
-    params = {"prepare": {"raw_dir": "data/raw/x", "min_interactions": 1, **prepare}}
+    params = {"paths": repo_params()["paths"], "prepare": {"raw_dir": "data/raw/x", "min_interactions": 1, **prepare}}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     monkeypatch.chdir(tmp_path)
     code = 0
@@ -143,7 +144,8 @@ def test_unknown_file_and_missing_folder(tmp_path, monkeypatch, capsys):
     code, err, _ = run(tmp_path / "a", monkeypatch, capsys, {"games.parquet": b"PAR1"})
     assert code == 1 and "games.parquet: unrecognised file; supported formats: Amazon 2014" in err
     (tmp_path / "b").mkdir()
-    (tmp_path / "b/params.yaml").write_text(yaml.safe_dump({"prepare": {"raw_dir": "data/raw/none"}}))
+    (tmp_path / "b/params.yaml").write_text(yaml.safe_dump({"paths": repo_params()["paths"],
+                                                            "prepare": {"raw_dir": "data/raw/none"}}))
     monkeypatch.chdir(tmp_path / "b")
     with pytest.raises(SystemExit):
         run_stage(PREPARE)

@@ -5,15 +5,15 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from gamerec.config import SamplingParams, TrainParams
-from gamerec.model import ModelConfig, TwoTower
-from gamerec.samplers import load_train_positives, sample
-from gamerec.training import Examples, batch_loss, item_features, user_history
+from gamerec import model as models
+from gamerec.config import ModelParams, TrainParams
+from gamerec.model import ModelConfig
+from gamerec.samplers import sample
+from gamerec.training import Examples, batch_loss, loss_for
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
@@ -22,34 +22,29 @@ import naive  # noqa: E402
 
 @pytest.mark.parametrize("sampler", ["out_batch", "in_batch", "also_view"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_the_per_row_loop_computes_the_same_loss(prepared_dir, sampler, causal):
-    stats = json.loads((prepared_dir / "stats.json").read_text())
-    negatives = sample(sampler, load_train_positives(prepared_dir), SamplingParams())
+def test_the_per_row_loop_computes_the_same_loss(prepared, sampler, causal):
+    negatives = sample(sampler, prepared.train_positives())
     ex = Examples.from_frame(negatives.examples, negatives.manifest)
-    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
-    cfg = ModelConfig(stats["num_users"], stats["num_items"], stats["num_brands"], stats["num_tokens"], dim=16,
-                      hidden=[], history=5, user_id=False, causal=causal, pooling="recency")
-    history, features = user_history(interactions, cfg.num_users), item_features(prepared_dir, stats)
-    torch.manual_seed(0)
-    model = TwoTower(cfg, features, history)
+    # dropout 0.1 and temperature 0.1: the defaults this test was written for (no hidden layer: no dropout)
+    arch = ModelParams(dim=16, hidden=[], dropout=0.1, temperature=0.1, history=5, user_id=False, causal=causal,
+                       pooling="recency")
+    model = models.build(prepared, arch, seed=0)
     torch.nn.init.normal_(model.user_tower.recency)  # unequal recency weights, so the window order matters
     idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:64]
     params = TrainParams()
-    dataset = naive.PerRowExamples(ex, features, history, cfg)
+    dataset = naive.PerRowExamples(ex, prepared.item_features(), prepared.history(), arch)
     batch = next(iter(DataLoader(torch.utils.data.Subset(dataset, idx.tolist()), batch_size=64,
                                  collate_fn=naive.pad_collate)))
     assert batch["description"].shape[0] == 64 and batch["history"].shape == (64, 5)
-    expected = batch_loss(model, ex, idx, params, torch.Generator())
+    expected = batch_loss(model, loss_for(ex, model, params, torch.Generator()), ex, idx)
     assert naive.naive_loss(model, batch, params.logq).item() == pytest.approx(expected.item(), rel=1e-5)
 
 
 def test_flop_count_by_hand():
-    import run
-
-    cfg = ModelConfig(10, 10, 2, 5, dim=4, hidden=[], history=3, user_id=False)
+    cfg = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False))
     # item: 2 tokens x 4 + price 16 + mlp 2*16*4 + norm 12 = 164; user: 2*3*4 + 2*4*4 + 12 = 68
-    assert run.train_flops_per_positive(cfg, False, 8, 5.0, 2.0, 10.0) == 3 * 5 * (164 + 68 + 8)
-    assert run.train_flops_per_positive(cfg, True, 8, 1.0, 2.0, 10.0) == 3 * (164 + 68 + 8 * 13)
+    assert cfg.flops_per_positive(False, 8, 5.0, 2.0, 10.0) == 3 * 5 * (164 + 68 + 8)
+    assert cfg.flops_per_positive(True, 8, 1.0, 2.0, 10.0) == 3 * (164 + 68 + 8 * 13)
 
 
 @pytest.mark.e2e

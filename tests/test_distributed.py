@@ -57,11 +57,12 @@ def test_in_batch_rows_of_one_process_see_the_other_process_items(prepared_dir):
     """The gathered negatives matter: without them the two halves' loss is not the batch's."""
     model, ex = dist_worker.build(prepared_dir, "in_batch", 0)
     from gamerec.config import TrainParams
-    from gamerec.training import batch_loss
+    from gamerec.training import batch_loss, loss_for
 
     idx = torch.arange(100)
-    whole = batch_loss(model, ex, idx, TrainParams(), torch.Generator()).item()
-    halves = sum(batch_loss(model, ex, part, TrainParams(), torch.Generator()).item() for part in (idx[:50], idx[50:])) / 2
+    loss = loss_for(ex, model, TrainParams(), torch.Generator())
+    whole = batch_loss(model, loss, ex, idx).item()
+    halves = sum(batch_loss(model, loss, ex, part).item() for part in (idx[:50], idx[50:])) / 2
     assert abs(whole - halves) > 0.1  # 50 fewer negatives per row: a clearly smaller loss
 
 

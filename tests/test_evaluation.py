@@ -5,7 +5,6 @@ import pandas as pd
 import pytest
 import torch
 
-from gamerec import csr
 from gamerec.config import EvaluateParams
 from gamerec.baselines import popularity
 from gamerec.evaluation import evaluate, load_eval_data
@@ -14,8 +13,8 @@ PARAMS = EvaluateParams(negatives=20, k=[1, 10])
 
 
 @pytest.fixture(scope="module")
-def data(prepared_dir):
-    return load_eval_data(prepared_dir, PARAMS)
+def data(prepared):
+    return load_eval_data(prepared, PARAMS)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +27,8 @@ def user_items(interactions, splits):
     return df.groupby("user").item.apply(set).to_dict()
 
 
-def test_sampled_negatives_are_fixed_and_never_interacted(prepared_dir, data, interactions):
-    again = load_eval_data(prepared_dir, PARAMS)
+def test_sampled_negatives_are_fixed_and_never_interacted(prepared, data, interactions):
+    again = load_eval_data(prepared, PARAMS)
     assert torch.equal(again.test.sampled.neg_items, data.test.sampled.neg_items)
     seen = user_items(interactions, ["train", "val", "test"])
     pairs = data.test.sampled
@@ -37,7 +36,7 @@ def test_sampled_negatives_are_fixed_and_never_interacted(prepared_dir, data, in
     assert all(item not in seen[u] for u, item in zip(users, pairs.neg_items.tolist()))
     assert len(pairs.neg_items) == PARAMS.negatives * len(pairs.pos_items)
     assert len(data.test.balanced.neg_items) == len(pairs.pos_items)  # 1:1 subset
-    other = load_eval_data(prepared_dir, EvaluateParams(negatives=20, seed=1))
+    other = load_eval_data(prepared, EvaluateParams(negatives=20, seed=1))
     assert not torch.equal(other.test.sampled.neg_items, pairs.neg_items)
 
 
@@ -70,7 +69,7 @@ def test_train_items_are_really_excluded(data, interactions):
     ho = data.test.holdout
     n_items = len(data.popularity)
     user_emb = torch.zeros(len(ho.users), n_items)
-    owner, items = csr.gather(*ho.exclude, torch.arange(len(ho.users)))
+    owner, items = ho.exclude.gather(torch.arange(len(ho.users)))
     user_emb[owner, items] = 10.0  # train and val items: the highest scores, if they were visible
     user_emb[ho.owner, ho.items] = 5.0
     row_of = {int(u): r for r, u in enumerate(ho.users)}
@@ -103,21 +102,17 @@ def test_a_memory_cap_that_forces_chunking_changes_nothing(data):
     assert chunked.metrics == whole.metrics and chunked.recall_curve == whole.recall_curve
 
 
-def test_feature_ablation_zeroes_one_feature_at_a_time(prepared_dir, data):
-    import json
-
+def test_feature_ablation_zeroes_one_feature_at_a_time(prepared, data):
+    from gamerec import model as models
+    from gamerec.config import ModelParams
     from gamerec.evaluation import feature_ablation
-    from gamerec.model import ModelConfig, TwoTower
-    from gamerec.training import item_features
 
-    stats = json.loads((prepared_dir / "stats.json").read_text())
-    torch.manual_seed(0)
-    cfg = ModelConfig(stats["num_users"], stats["num_items"], stats["num_brands"], stats["num_tokens"], dim=8)
-    model = TwoTower(cfg, item_features(prepared_dir, stats)).eval()
+    arch = ModelParams(dim=8, hidden=[64], dropout=0.1, history=0, user_id=True, causal=False)
+    model = models.build(prepared, arch, seed=0).eval()
     result = feature_ablation(model, data, 10, 64)
     assert list(result) == ["none", "id", "brand", "price", "description"]
     assert all(0 <= v <= 1 for v in result.values())
-    items = torch.arange(cfg.num_items)
+    items = torch.arange(model.config.num_items)
     assert not torch.equal(model.embed_items(items, ("id",)), model.embed_items(items))
 
 
@@ -149,7 +144,7 @@ def test_evaluate_gives_each_split_its_own_history(data):
 def test_als_folds_in_the_history_it_is_given(data):
     pytest.importorskip("implicit")
     from gamerec.baselines import fit_als
-    from gamerec.model import UserHistory
+    from gamerec.csr import Csr
 
     num_items = len(data.popularity)
     embed, item_emb = fit_als(data.train_users, data.train_items, data.num_users, num_items, 8, 0.1, 10.0, 15, 0)
@@ -159,14 +154,14 @@ def test_als_folds_in_the_history_it_is_given(data):
     assert before_val.shape == (len(users), 8)
     assert not torch.allclose(before_val, before_test)  # the val item moved each test user
     # fold-in is deterministic and depends on the history only, not on the user id
-    shifted = UserHistory(np.concatenate([[0], data.test.known.indptr]), data.test.known.indices)
+    shifted = Csr(np.concatenate([[0], data.test.known.indptr]), data.test.known.indices)
     torch.testing.assert_close(embed(users + 1, shifted), before_test)
-    empty = UserHistory(np.zeros(data.num_users + 1, np.int64), np.zeros(0, np.int64))
+    empty = Csr.empty(data.num_users)
     assert torch.count_nonzero(embed(users, empty)) == 0
 
 
-def test_known_before_test_train_only_hides_the_val_item(prepared_dir, data):
-    strict = load_eval_data(prepared_dir, EvaluateParams(negatives=20, k=[1, 10], known_before_test="train"))
+def test_known_before_test_train_only_hides_the_val_item(prepared, data):
+    strict = load_eval_data(prepared, EvaluateParams(negatives=20, k=[1, 10], known_before_test="train"))
     for field in ("indptr", "indices"):
         np.testing.assert_array_equal(getattr(strict.test.known, field), getattr(data.val.known, field))
     assert torch.equal(strict.test.holdout.exclude[1], data.test.holdout.exclude[1])  # val items still excluded

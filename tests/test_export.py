@@ -10,8 +10,8 @@ from gamerec.config import ExportParams
 
 
 @pytest.fixture(scope="module")
-def catalogue(tiny_model, prepared_dir):
-    return export.embed(tiny_model, prepared_dir, "train+val+test")
+def catalogue(tiny_model, prepared):
+    return export.embed(tiny_model, prepared, "train+val+test")
 
 
 def test_items_are_the_catalogue_without_unknown_in_model_order(catalogue, tiny_model, prepared_dir):
@@ -38,9 +38,9 @@ def test_users_know_all_their_items_in_time_order_and_popularity_counts_them(cat
     assert set(catalogue.test_users + 1) == set(interactions.user[interactions.split == "test"])
 
 
-def test_user_vectors_pool_the_known_splits(tiny_model, prepared_dir):
-    everything = export.embed(tiny_model, prepared_dir, "train+val+test")
-    before_test = export.embed(tiny_model, prepared_dir, "train+val")
+def test_user_vectors_pool_the_known_splits(tiny_model, prepared):
+    everything = export.embed(tiny_model, prepared, "train+val+test")
+    before_test = export.embed(tiny_model, prepared, "train+val")
     assert not np.allclose(everything.user_vectors, before_test.user_vectors)  # the test item is in the pool
     assert np.diff(everything.known[0]).sum() - np.diff(before_test.known[0]).sum() == len(everything.test_users)
 
@@ -86,13 +86,17 @@ def test_auto_serves_flat_up_to_the_size_param():
 
 
 def test_model_and_prepared_data_of_different_runs_are_one_clear_error(tiny_model, prepared_dir, tmp_path):
+    import json
     import shutil
 
     from gamerec.errors import GamerecError
+    from gamerec.prepared import Prepared
 
-    other = tmp_path / "prepared"
+    other = tmp_path / "prepared"  # a consistent folder of another run: one item fewer
     shutil.copytree(prepared_dir, other)
     items = pd.read_parquet(other / "items.parquet")
     items.iloc[:-1].to_parquet(other / "items.parquet")
+    stats = json.loads((other / "stats.json").read_text())
+    (other / "stats.json").write_text(json.dumps({**stats, "num_items": stats["num_items"] - 1}))
     with pytest.raises(GamerecError, match="the model was trained on"):
-        export.embed(tiny_model, other, "train+val+test")
+        export.embed(tiny_model, Prepared(other), "train+val+test")

@@ -2,8 +2,13 @@ import numpy as np
 import pytest
 import torch
 
-from gamerec import csr
-from gamerec.model import ItemFeatures, ModelConfig, TwoTower, UserHistory
+from gamerec.config import ModelParams
+from gamerec.csr import Csr
+from gamerec.model import ModelConfig, TwoTower
+from gamerec.prepared import ItemFeatures
+
+# the stale defaults the tests were written for: one hidden layer of 64, dropout 0.1, the user id only
+ID_TOWER = dict(hidden=[64], dropout=0.1, temperature=0.1, history=0, user_id=True, causal=False, pooling="mean")
 
 
 def features(n_items=6):
@@ -12,26 +17,40 @@ def features(n_items=6):
         brand=np.array([0, 1, 2, 1, 0, 2]),
         log_price_z=np.array([0, 0.5, -1, 0, 0, 2], np.float32),
         price_missing=np.array([1, 0, 0, 1, 1, 0], bool),
-        text_indptr=np.array([0, 0, 2, 2, 3, 5, 6]),
-        text_indices=np.array([1, 2, 3, 4, 1, 2]),
+        text=Csr(np.array([0, 0, 2, 2, 3, 5, 6]), np.array([1, 2, 3, 4, 1, 2])),
     )
+
+
+def config(**arch) -> ModelConfig:
+    return ModelConfig(num_users=4, num_items=6, num_brands=3, num_tokens=5, arch=ModelParams(dim=8, **arch))
 
 
 def model(**kw):
     torch.manual_seed(0)
-    return TwoTower(ModelConfig(num_users=4, num_items=6, num_brands=3, num_tokens=5, dim=8, **kw), features())
+    return TwoTower(config(**{**ID_TOWER, **kw}), features())
 
 
-def test_csr_gather_matches_python():
-    indptr, indices = torch.tensor([0, 2, 2, 5]), torch.tensor([7, 8, 9, 10, 11])
-    owner, values = csr.gather(indptr, indices, torch.tensor([2, 0, 1, 2]))
+@pytest.mark.parametrize("to", [torch.tensor, np.array], ids=["torch", "numpy"])
+def test_csr_gather_matches_python(to):
+    matrix = Csr(to([0, 2, 2, 5]), to([7, 8, 9, 10, 11]))
+    owner, values = matrix.gather(to([2, 0, 1, 2]))
     assert owner.tolist() == [0, 0, 0, 1, 1, 3, 3, 3]
     assert values.tolist() == [9, 10, 11, 7, 8, 9, 10, 11]
+    picked = matrix.select(to([2, 0]))
+    assert picked.indptr.tolist() == [0, 3, 5] and picked.indices.tolist() == [9, 10, 11, 7, 8]
 
 
-def test_csr_from_pairs_keeps_row_order():
-    indptr, indices = csr.from_pairs(torch.tensor([2, 0, 2, 0]), torch.tensor([5, 6, 7, 8]), 3)
+@pytest.mark.parametrize("to", [torch.tensor, np.array], ids=["torch", "numpy"])
+def test_csr_from_pairs_keeps_row_order(to):
+    indptr, indices = Csr.from_pairs(to([2, 0, 2, 0]), to([5, 6, 7, 8]), 3)
     assert indptr.tolist() == [0, 2, 2, 4] and indices.tolist() == [6, 8, 5, 7]
+
+
+def test_the_architecture_is_the_params_group_and_round_trips_through_the_checkpoint_dict():
+    cfg = config(hidden=[4], history=3)
+    assert cfg.arch == ModelParams(dim=8, hidden=[4], history=3)  # no second set of defaults
+    assert ModelConfig.from_dict(cfg.to_dict()) == cfg
+    assert list(cfg.to_dict())[:5] == ["num_users", "num_items", "num_brands", "num_tokens", "dim"]
 
 
 def test_forward_shapes_and_normalisation():
@@ -89,13 +108,13 @@ def test_out_of_range_item_fails_loudly(bad):
 # the history-pooling user tower
 
 # user 1 bought items 3, 1, 5, 2 in this order; user 2 bought 4; user 3 nothing
-HISTORY = UserHistory(indptr=np.array([0, 0, 4, 5, 5]), indices=np.array([3, 1, 5, 2, 4]))
+HISTORY = Csr(indptr=np.array([0, 0, 4, 5, 5]), indices=np.array([3, 1, 5, 2, 4]))
 
 
 def history_model(**kw):
     torch.manual_seed(0)
-    cfg = ModelConfig(num_users=4, num_items=6, num_brands=3, num_tokens=5, dim=8, hidden=[], user_id=False, **kw)
-    return TwoTower(cfg, features(), HISTORY).eval()
+    arch = {**ID_TOWER, "hidden": [], "user_id": False, **kw}
+    return TwoTower(config(**arch), features(), HISTORY).eval()
 
 
 def mean_of(m, items):

@@ -15,6 +15,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import REAL_DATA as REAL
+from conftest import repo_params
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
                  ".dvc/config", ".dvc/.gitignore", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}
@@ -271,7 +272,7 @@ def test_real_gift_cards_give_nonzero_coverage(tmp_path):
 
 
 def stage(tmp_path: Path, name: str, **prepare: object) -> subprocess.CompletedProcess:
-    params = {"prepare": {"min_interactions": 1, **prepare}, "synthetic": TINY}
+    params = {"paths": repo_params()["paths"], "prepare": {"min_interactions": 1, **prepare}, "synthetic": TINY}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return run(tmp_path, sys.executable, str(REPO / "stages" / f"{name}.py"))
 

@@ -12,20 +12,20 @@ import pytest
 import torch
 import yaml
 
-from gamerec.config import SamplingParams
-from gamerec.samplers import load_train_positives, sample, write_negatives
+from conftest import repo_params
+from gamerec.samplers import sample, write_negatives
 
 REPO = Path(__file__).resolve().parents[1]
 TRAIN = {"epochs": 5, "batch_size": 64, "patience": 100, "lr": 0.01}
 
 
 @pytest.fixture()
-def workdir(tmp_path, prepared_dir) -> Path:
+def workdir(tmp_path, prepared_dir, prepared) -> Path:
     """A scratch folder laid out as the train stage expects: prepared data and one negative set."""
     shutil.copytree(prepared_dir, tmp_path / "data/prepared")
-    negatives = sample("in_batch", load_train_positives(prepared_dir), SamplingParams())
-    write_negatives(negatives, tmp_path / "data/negatives/in_batch")
-    params = {"samplers": ["in_batch"], "sampler": "in_batch", "model": {"dim": 16}, "train": TRAIN}
+    write_negatives(sample("in_batch", prepared.train_positives()), tmp_path / "data/negatives/in_batch")
+    params = {"paths": repo_params()["paths"], "samplers": ["in_batch"], "sampler": "in_batch", "model": {"dim": 16},
+              "train": TRAIN}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
     return tmp_path
 

@@ -57,7 +57,7 @@ def test_chunked_ranking_equals_unchunked():
 
 def test_scores_shared_by_every_user_rank_as_if_each_was_scored():
     # popularity-like: few distinct scores (many ties), every user the same embedding
-    from gamerec import csr
+    from gamerec.csr import Csr
     from gamerec.retrieval import masked_score_chunks
 
     g = torch.Generator().manual_seed(3)
@@ -67,8 +67,8 @@ def test_scores_shared_by_every_user_rank_as_if_each_was_scored():
     target = torch.randint(1, n_items, (n_users,), generator=g)
     rows, items = torch.randint(0, n_users, (60,), generator=g), torch.randint(1, n_items, (60,), generator=g)
     keep = items != target[rows]  # a held-out item is never among the user's excluded ones
-    exclude = csr.from_pairs(rows[keep], items[keep], n_users)
-    targets = csr.from_pairs(torch.arange(n_users), target, n_users)
+    exclude = Csr.from_pairs(rows[keep], items[keep], n_users)
+    targets = Csr.from_pairs(torch.arange(n_users), target, n_users)
     ranks, top = rank_and_top_k(user_emb, item_emb, exclude, targets, 5)
     for (chunk, scores) in masked_score_chunks(user_emb, item_emb, exclude, 512):  # each user scored
         for u in range(chunk.start, chunk.stop):
@@ -82,15 +82,15 @@ def test_scores_shared_by_every_user_rank_as_if_each_was_scored():
 
 
 def test_users_with_several_targets_rank_each_against_their_own_row():
-    from gamerec import csr
+    from gamerec.csr import Csr
 
     g = torch.Generator().manual_seed(5)
     n_users, n_items = 7, 30
     user_emb, item_emb = torch.randn(n_users, 4, generator=g), torch.randn(n_items, 4, generator=g)
     rows = torch.tensor([0, 0, 2])  # as many rows as the span 0..2, yet not one target per row
     items = torch.tensor([3, 9, 4])
-    targets = csr.from_pairs(rows, items, n_users)
-    exclude = csr.from_pairs(torch.tensor([1]), torch.tensor([3]), n_users)
+    targets = Csr.from_pairs(rows, items, n_users)
+    exclude = Csr.from_pairs(torch.tensor([1]), torch.tensor([3]), n_users)
     ranks, _ = rank_and_top_k(user_emb, item_emb, exclude, targets, 5)
     scores = user_emb @ item_emb.T
     for n, (u, t) in enumerate(zip(rows.tolist(), items.tolist())):

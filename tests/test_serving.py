@@ -22,15 +22,16 @@ from gamerec.cli import parser
 from gamerec.config import EvaluateParams
 from gamerec.evaluation import load_eval_data, model_scorer
 from gamerec.recommender import Recommender
+from gamerec.retrieval import rank_holdout
 
 GAMEREC = str(Path(sys.executable).parent / "gamerec")  # the console script pip installed
 VERSION = "0123456789abcdef0123456789abcdef"
 
 
 @pytest.fixture(scope="module")
-def models_dir(tiny_model, prepared_dir, tmp_path_factory):
+def models_dir(tiny_model, prepared, tmp_path_factory):
     """An export that knows users as the evaluation's test ranking does (train+val), flat index."""
-    catalogue = export.embed(tiny_model, prepared_dir, "train+val")
+    catalogue = export.embed(tiny_model, prepared, "train+val")
     folder = tmp_path_factory.mktemp("models")
     export.write_serving(folder, catalogue, ann.build(catalogue.item_vectors, "flat"),
                          {"model_version": VERSION, "sampler": "in_batch", "ef_search": 128, "hnsw_m": 32,
@@ -119,12 +120,12 @@ def assert_same_ranking(got: list[str], got_scores: list[float], want: list[str]
         assert a == b or abs(got_scores[i] - want_scores[i]) < 1e-5, (i, got, want)
 
 
-def test_service_ranks_what_the_evaluation_ranks_for_test_users(service, tiny_model, prepared_dir, users):
-    data = load_eval_data(prepared_dir, EvaluateParams())  # test users known by train+val, as exported
+def test_service_ranks_what_the_evaluation_ranks_for_test_users(service, tiny_model, prepared, prepared_dir, users):
+    data = load_eval_data(prepared, EvaluateParams())  # test users known by train+val, as exported
     embed_users, item_emb = model_scorer(tiny_model)
     test = data.test.holdout
     user_emb = embed_users(test.users, data.test.known)
-    _, top = test.rank(user_emb, item_emb, 10, 512)
+    _, top = rank_holdout(test, user_emb, item_emb, 10, 512)
     asin = pd.read_parquet(prepared_dir / "items.parquet").set_index("item").item_id
     for row in range(0, len(test.users), max(1, len(test.users) // 40)):  # 40 users over HTTP
         _, _, body = get(f"{service}/recommend?user={users[int(test.users[row])]}&k=10")

@@ -1,7 +1,7 @@
 """Nearest-neighbour search over item embeddings with faiss: exact (flat) or HNSW.
 
 Scores are inner products, as in the evaluation (the model's embeddings are normalised, so
-an inner product is a cosine). An index's rows are the rows of `models/items.parquet`.
+an inner product is a cosine). An index's rows are the rows of the export's `items.parquet`.
 A query can exclude rows (a user's own games): the search fetches that many more
 candidates and drops them, so flat search returns exactly what the evaluation's ranking
 returns, and HNSW approximates it.
@@ -15,7 +15,7 @@ from collections.abc import Iterator
 import faiss
 import numpy as np
 
-from gamerec.io import Csr  # row q of an exclusion lists the rows query q must not get
+from gamerec.csr import Csr  # row q of an exclusion lists the rows query q must not get
 
 KINDS = ("flat", "hnsw")
 

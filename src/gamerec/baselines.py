@@ -14,11 +14,10 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
-from gamerec import csr
 from gamerec.config import AlsParams
-from gamerec.model import UserHistory
+from gamerec.csr import Csr
 
-UserEmbedder = Callable[[torch.Tensor, UserHistory], torch.Tensor]  # (user ids, what they chose before)
+UserEmbedder = Callable[[torch.Tensor, Csr], torch.Tensor]  # (user ids, what they chose before)
 Scorer = tuple[UserEmbedder, torch.Tensor]
 
 
@@ -56,8 +55,8 @@ def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
                                         iterations=iterations, random_state=seed, use_gpu=False)
         model.fit(matrix, show_progress=False)
 
-    def embed_users(users: torch.Tensor, known: UserHistory) -> torch.Tensor:
-        owner, items = csr.gather(torch.as_tensor(known.indptr), torch.as_tensor(known.indices), users)
+    def embed_users(users: torch.Tensor, known: Csr) -> torch.Tensor:
+        owner, items = known.torch().gather(users)
         rows = sp.csr_matrix(
             (np.ones(len(items), np.float32), (owner.numpy(), items.numpy())), shape=(len(users), num_items)
         )

@@ -1,7 +1,7 @@
-"""Command-line entry points: stage scripts' error handling, and the `gamerec` command.
+"""The `gamerec` command: recommendations and the service from what the `export` stage wrote.
 
 `gamerec recommend`, `gamerec similar` and `gamerec serve` read what the `export` stage wrote
-(`models/` by default). A user error (unknown item, missing files, bad k) is one line on
+(`paths.serving` of ./params.yaml, or --models). A user error (unknown item, missing files, bad k) is one line on
 stderr and exit status 1, never a traceback.
 """
 
@@ -10,24 +10,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
 
+from gamerec import config
 from gamerec.errors import GamerecError
-
-
-STAGE_INTERRUPTED = "interrupted: no output was half-written; rerun the stage to start again (train resumes)"
-
-
-def run_stage(main: Callable[[], None], interrupted: str = STAGE_INTERRUPTED) -> None:
-    """Call `main`; print a `GamerecError` as `error: <message>` and exit with status 1 (130 on Ctrl-C)."""
-    try:
-        main()
-    except GamerecError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(1)
-    except KeyboardInterrupt:
-        print(interrupted, file=sys.stderr)
-        sys.exit(130)
+from gamerec.stage import paths, run_stage
 
 
 def _k(text: str) -> int:
@@ -56,11 +42,21 @@ def format_answer(answer: dict) -> str:
     return "\n".join(lines)
 
 
+def _models(args: argparse.Namespace) -> str:
+    """--models, or the export folder that ./params.yaml names (`paths.serving`)."""
+    if args.models:
+        return args.models
+    if not config.PARAMS_FILE.is_file():
+        raise GamerecError("no --models folder given, and no params.yaml here that names the export's; "
+                           "run in the repository or pass --models")
+    return paths().serving
+
+
 def _query(args: argparse.Namespace) -> None:
     """`recommend` or `similar`, printed as a table or as the service's JSON."""
     from gamerec.recommender import Recommender
 
-    recommender = Recommender(args.models)
+    recommender = Recommender(_models(args))
     answer = recommender.recommend(args.user, args.k) if args.command == "recommend" else recommender.similar(args.item, args.k)
     print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
 
@@ -68,13 +64,13 @@ def _query(args: argparse.Namespace) -> None:
 def _serve(args: argparse.Namespace) -> None:
     from gamerec.service import serve
 
-    serve(args.models, args.host, args.port)
+    serve(_models(args), args.host, args.port)
 
 
 def parser() -> argparse.ArgumentParser:
     """The `gamerec` command's arguments."""
     common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--models", default="models", help="folder the export stage wrote (default: models)")
+    common.add_argument("--models", help="folder the export stage wrote (default: paths.serving of ./params.yaml)")
     top = argparse.ArgumentParser(prog="gamerec", description="Recommend video games with the exported two-tower model.")
     commands = top.add_subparsers(dest="command", required=True)
     for name, help_text, key, key_help in (

@@ -94,12 +94,9 @@ class PrepareParams:
             )
 
 
-SAMPLERS = ("out_batch", "in_batch", "also_view")
-
-
 @dataclass(frozen=True)
 class OutBatchParams:
-    """Random negatives from the training catalogue, as in the older project."""
+    """Random negatives from the training catalogue."""
 
     negatives: int = _range(1, default=4)  # per positive
     distribution: Literal["uniform", "popularity"] = "uniform"
@@ -126,18 +123,15 @@ class AlsoViewParams:
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Params group `sampling`: one sub-group per sampler and a shared seed."""
+    """Params group `sampling`, shared by every sampler; each sampler's own group is `sampling.<name>`."""
 
-    seed: int = 0
+    seed: int = 0  # with the sampler's name, seeds its random stream
     memory_mb: float = _range(1e-6, default=256.0)  # cap of the also_view join's working arrays
-    out_batch: OutBatchParams = field(default_factory=OutBatchParams)
-    in_batch: InBatchParams = field(default_factory=InBatchParams)
-    also_view: AlsoViewParams = field(default_factory=AlsoViewParams)
 
 
 @dataclass(frozen=True)
 class ModelParams:
-    """Params group `model`: two-tower architecture (see gamerec.model.ModelConfig)."""
+    """Params group `model`: the two-tower architecture, saved in every checkpoint (gamerec.model)."""
 
     dim: int = _range(1, default=128)
     # MLP hidden layer sizes; [] = one linear layer per tower
@@ -230,29 +224,27 @@ class ExportParams:
     seed: int = 0
 
 
-def load_sampler(path: Path = PARAMS_FILE) -> str:
-    """The `sampler` param, checked against the known names and the `samplers` list."""
-    params = read_params(path)
-    samplers = _checked_samplers(params)
-    name = params.get("sampler")
-    if name not in samplers:
-        raise GamerecError(f"params: sampler = {name!r} is not valid; expected one of {', '.join(samplers)}")
-    return name
+@dataclass(frozen=True)
+class Paths:
+    """Params group `paths`: where the stages read and write, which dvc.yaml's deps and outs name too.
 
+    No defaults: each path is written once, in params.yaml, and dvc.yaml interpolates it.
+    """
 
-def load_samplers(path: Path = PARAMS_FILE) -> list[str]:
-    """The `samplers` list that `dvc.yaml` builds negatives for, each a known sampler name."""
-    return _checked_samplers(read_params(path))
-
-
-def _checked_samplers(params: dict[str, Any]) -> list[str]:
-    samplers = params.get("samplers")
-    if not isinstance(samplers, list) or not samplers:
-        raise GamerecError(f"params: samplers = {samplers!r} is not valid; expected a list of {', '.join(SAMPLERS)}")
-    for name in samplers:
-        if name not in SAMPLERS:
-            raise GamerecError(f"params: samplers has {name!r}; expected names from {', '.join(SAMPLERS)}")
-    return samplers
+    synthetic: str  # the embedded data set's raw files
+    prepared: str  # prepare's folder (gamerec.prepared reads it)
+    negatives: str  # one folder per sampler
+    model: str  # the trained checkpoint
+    train_state: str  # an unfinished train's last epoch (not a DVC output)
+    live: str  # DVCLive's folder of training curves
+    serving: str  # export's folder: what `gamerec recommend/serve` read
+    plots: str  # evaluate's curves
+    data_report: str
+    sampling_reports: str  # one <sampler>.json each
+    train_report: str
+    eval_report: str
+    ablation_report: str
+    export_report: str
 
 
 def _type_name(tp: Any) -> str:
@@ -296,10 +288,12 @@ def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
     return value
 
 
-def parse(cls: type[T], raw: Any, section: str) -> T:
+def parse(cls: type[T], raw: Any, section: str, subgroups: typing.Collection[str] = ()) -> T:
     """Build dataclass `cls` from the mapping `raw` (the params group `section`), validating it.
 
-    Missing keys take the dataclass default; unknown keys are errors with a suggestion.
+    Missing keys take the dataclass default (a field without one is an error); unknown keys
+    are errors with a suggestion. Keys in `subgroups` are groups of their own, parsed by
+    their owners (`sampling.<sampler>`), and skipped here.
     """
     if raw is None:
         raw = {}
@@ -308,12 +302,17 @@ def parse(cls: type[T], raw: Any, section: str) -> T:
     hints = typing.get_type_hints(cls)
     names = [f.name for f in fields(cls)]
     for key in raw:
-        if key not in names:
-            close = difflib.get_close_matches(str(key), names, n=1)
+        if key not in names and key not in subgroups:
+            known = [*names, *subgroups]
+            close = difflib.get_close_matches(str(key), known, n=1)
             hint = f"; did you mean {section}.{close[0]}?" if close else ""
             raise GamerecError(
-                f"params: unknown key {section}.{key}{hint} (known: {', '.join(names)})"
+                f"params: unknown key {section}.{key}{hint} (known: {', '.join(known)})"
             )
+    required = [f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING]
+    absent = [name for name in required if name not in raw]
+    if absent:
+        raise GamerecError(f"params: {section} lacks {', '.join(f'{section}.{name}' for name in absent)}")
     values = {
         f.name: _convert(f"{section}.{f.name}", raw[f.name], hints[f.name], f.metadata)
         for f in fields(cls)

@@ -26,22 +26,20 @@ per item, so the two-tower model and the baselines go through exactly the same c
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 
-from gamerec import csr, metrics
+from gamerec import metrics
 from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
-from gamerec.errors import GamerecError
-from gamerec.model import FEATURES, TwoTower, UserHistory
-from gamerec.samplers import InteractionIndex, TrainPositives, draw_unseen, interaction_index, is_seen
-from gamerec.training import Holdout, holdout, user_history
+from gamerec.csr import Csr
+from gamerec.interactions import InteractionIndex, draw_unseen, interaction_index, is_seen
+from gamerec.model import FEATURES, TwoTower
+from gamerec.prepared import Holdout, Prepared
+from gamerec.retrieval import holdout_recall, rank_holdout
 
 COVERAGE_K = 10
 
@@ -61,7 +59,7 @@ class Split:
     """One evaluation split: what to rank and which pairs to score."""
 
     holdout: Holdout
-    known: UserHistory  # each user's interactions before this split, in time order
+    known: Csr  # each user's interactions before this split, in time order
     sampled: Pairs  # each held-out item against its sampled never-interacted items
     balanced: Pairs  # each held-out item against its first sampled negative only (1:1)
 
@@ -81,66 +79,56 @@ class EvalData:
     num_users: int
 
 
-def _split(name: str, hide: tuple[str, ...], known: tuple[str, ...], interactions: pd.DataFrame,
-           index: InteractionIndex, num_items: int, num_users: int, negatives: int, rng: np.random.Generator) -> Split:
-    ho = holdout(interactions, name, hide)
+def _split(prepared: Prepared, name: str, hide: tuple[str, ...], known: tuple[str, ...], index: InteractionIndex,
+           negatives: int, rng: np.random.Generator) -> Split:
+    ho = prepared.holdout(name, hide)
     owner, items = ho.owner, ho.items
     neg_rows = owner.repeat_interleave(negatives)
-    drawn, ok, _ = draw_unseen(ho.users[neg_rows].numpy(), index, num_items, rng)
+    drawn, ok, _ = draw_unseen(ho.users[neg_rows].numpy(), index, rng)
     # int32: a split's 100 negatives per positive are 80 million pairs on 5 million reviews
     neg_rows, neg_items = neg_rows[torch.from_numpy(ok)].int(), torch.from_numpy(drawn[ok]).int()
     del drawn
     first = torch.from_numpy(np.flatnonzero(ok) % negatives == 0)  # each positive's first draw
     return Split(
         holdout=ho,
-        known=user_history(interactions, num_users, known),
+        known=prepared.history(known),
         sampled=Pairs(owner, items, neg_rows, neg_items),
         balanced=Pairs(owner, items, neg_rows[first], neg_items[first]),
     )
 
 
-def _also_view_pairs(split: Split, also_view: tuple[torch.Tensor, torch.Tensor], index: InteractionIndex,
-                     num_items: int) -> Pairs:
+def _also_view_pairs(split: Split, also_view: Csr, index: InteractionIndex) -> Pairs:
     """Held-out items against their also_view items that the user never interacted with."""
     pos_rows, pos_items = split.sampled.pos_rows, split.sampled.pos_items
-    which, items = csr.gather(*also_view, pos_items)
+    which, items = also_view.gather(pos_items)
     rows = pos_rows[which]
     users = split.holdout.users[rows].numpy()
-    keep = ~is_seen(index.seen, users, items.numpy(), num_items) & (items != pos_items[which]).numpy()
+    keep = ~is_seen(index, users, items.numpy()) & (items != pos_items[which]).numpy()
     keep_t = torch.from_numpy(keep)
     has = torch.zeros(len(pos_items), dtype=torch.bool)
     has[which[keep_t]] = True
     return Pairs(pos_rows[has], pos_items[has], rows[keep_t], items[keep_t])
 
 
-def load_eval_data(prepared_dir: Path, params: EvaluateParams) -> EvalData:
+def load_eval_data(prepared: Prepared, params: EvaluateParams) -> EvalData:
     """Build the fixed test and validation pairs from the prepared data and `params.seed`."""
-    try:
-        stats = json.loads((prepared_dir / "stats.json").read_text())
-        interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
-        with np.load(prepared_dir / "also_view.npz") as z:
-            also_view = (torch.from_numpy(z["indptr"]).long(), torch.from_numpy(z["indices"]).long())
-    except FileNotFoundError as exc:
-        raise GamerecError(f"{prepared_dir}: prepared data incomplete ({exc.filename} missing); run `dvc repro prepare`") from None
-    num_items = stats["num_items"]
-    everything = TrainPositives(interactions.user.to_numpy(), interactions.item.to_numpy(), num_items, *also_view)
-    index = interaction_index(everything)  # "never interacted" means in any split
+    interactions, num_items = prepared.interactions, prepared.num_items
+    index = interaction_index(interactions.user.to_numpy(), interactions.item.to_numpy(), num_items)  # any split
     rng = np.random.default_rng(params.seed)
-    num_users = stats["num_users"]
     known_before_test = tuple(params.known_before_test.split("+"))  # "train+val" -> ("train", "val")
-    test = _split("test", ("train", "val"), known_before_test, interactions, index, num_items, num_users, params.negatives, rng)
-    val = _split("val", ("train",), ("train",), interactions, index, num_items, num_users, params.negatives, rng)
-    train = interactions[interactions.split == "train"]
+    test = _split(prepared, "test", ("train", "val"), known_before_test, index, params.negatives, rng)
+    val = _split(prepared, "val", ("train",), ("train",), index, params.negatives, rng)
+    train = prepared.split("train")
     return EvalData(
         test=test,
         val=val,
         val_ranked=val.holdout.sample(params.val_users, params.seed),
-        also_view=_also_view_pairs(test, also_view, index, num_items),
+        also_view=_also_view_pairs(test, prepared.also_view.torch(), index),
         popularity=torch.from_numpy(np.bincount(train.item.to_numpy(), minlength=num_items)).double(),
         catalogue_items=num_items - 1,
         train_users=train.user.to_numpy(dtype=np.int64),
         train_items=train.item.to_numpy(dtype=np.int64),
-        num_users=num_users,
+        num_users=prepared.num_users,
     )
 
 
@@ -176,7 +164,7 @@ def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) 
     """recall@k of the ranked validation users (train items excluded): what baselines are tuned on."""
     embed_users, item_emb = scorer
     ranked = data.val_ranked
-    return ranked.recall(embed_users(ranked.users, data.val.known), item_emb, k, memory_mb)
+    return holdout_recall(ranked, embed_users(ranked.users, data.val.known), item_emb, k, memory_mb)
 
 
 @torch.no_grad()
@@ -187,7 +175,7 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     val_emb = embed_users(val.holdout.users, val.known)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
     start = time.perf_counter()
-    ranks, top = test.holdout.rank(test_emb, item_emb, depth, params.memory_mb)
+    ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb)
     ranking_seconds = time.perf_counter() - start
     n_users = len(test.holdout.users)
     result = metrics.ranking_metrics(ranks, test.holdout.owner, n_users, params.k)

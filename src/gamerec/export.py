@@ -1,17 +1,19 @@
 """From a trained model to what serving reads: embeddings, a faiss index, and how good the index is.
 
-The `export` stage writes, all read by `gamerec.recommender`:
+The `export` stage writes one folder (`paths.serving`), all read by `gamerec.recommender`:
 
-- `models/items.parquet`: asin, title, brand, price, popularity (reviews in the known splits),
+- `items.parquet`: asin, title, brand, price, popularity (reviews in the known splits),
   vector. Row r is the model's item r + 1 (item 0, "unknown", is never served).
-- `models/users.parquet`: user_id, known (the user's items as items.parquet rows, oldest
-  first): never recommended back.
-- `models/users.npy`: row u is user u's vector, the user tower over everything known of the
-  user. A plain array, memory-mapped by readers: a million users' vectors are gigabytes, and
-  one query reads one row.
-- `models/index.faiss`: the served index over the item vectors, flat or HNSW.
-- `models/serving.json`: the model version (the md5 of models/model.pt, as in dvc.lock) and
-  how the rest was made.
+- `users.parquet`: user_id, known (the user's items as items.parquet rows, oldest first):
+  never recommended back.
+- `users.npy`: row u is user u's vector, the user tower over everything known of the user.
+  A plain array, memory-mapped by readers: a million users' vectors are gigabytes, and one
+  query reads one row.
+- `index.faiss`: the served index over the item vectors, flat or HNSW.
+- `serving.json`: the model version (the md5 of the checkpoint, as in dvc.lock) and how the
+  rest was made.
+
+The folder is written whole and renamed into place, so a reader never sees half an export.
 
 Vectors are computed once here, so serving needs no PyTorch model, only faiss and numpy.
 """
@@ -27,12 +29,14 @@ import numpy as np
 import pandas as pd
 import torch
 
-from gamerec import ann, csr, retrieval
+from gamerec import ann, retrieval
 from gamerec.config import ExportParams
+from gamerec.csr import Csr
 from gamerec.errors import GamerecError
-from gamerec.io import Csr, atomic_path, write_json, write_npy, write_table
+from gamerec.io import atomic_path, write_json, write_table
 from gamerec.model import TwoTower
-from gamerec.training import user_history
+from gamerec.prepared import Prepared
+from gamerec.recommender import FILES
 
 EMBED_CHUNK = 1 << 16  # users embedded at once
 LATENCY_QUERIES = 1000  # single-user queries timed per index kind
@@ -51,31 +55,28 @@ class Catalogue:
 
 
 @torch.no_grad()
-def embed(model: TwoTower, prepared_dir: Path, known: str) -> Catalogue:
+def embed(model: TwoTower, prepared: Prepared, known: str) -> Catalogue:
     """Item and user vectors of the model; a user is known by the interactions of the `known` splits."""
     model.eval()
-    items = pd.read_parquet(prepared_dir / "items.parquet").sort_values("item")
-    users = pd.read_parquet(prepared_dir / "users.parquet").sort_values("user")
-    interactions = pd.read_parquet(prepared_dir / "interactions.parquet")
+    items, users = prepared.items, prepared.users
     num_users, num_items = model.config.num_users, model.config.num_items
-    if (len(items), len(users)) != (num_items, num_users):
+    if (prepared.num_items, prepared.num_users) != (num_items, num_users):
         raise GamerecError(
-            f"{prepared_dir}: {len(items)} items and {len(users)} users, but the model was trained on "
-            f"{num_items} and {num_users}; run `dvc repro` so that train and export see the same prepared data"
+            f"{prepared.folder}: {prepared.num_items} items and {prepared.num_users} users, but the model was "
+            f"trained on {num_items} and {num_users}; run `dvc repro` so that train and export see the same prepared data"
         )
     splits = tuple(known.split("+"))
-    history = user_history(interactions, num_users, splits)
+    history = prepared.history(splits)
     item_vectors = model.embed_items(torch.arange(1, num_items)).numpy()
     user_ids = torch.arange(1, num_users)
     user_vectors = torch.cat([
         model.embed_users(user_ids[start : start + EMBED_CHUNK], history=history)
         for start in range(0, len(user_ids), EMBED_CHUNK)
-    ]).numpy() if len(user_ids) else np.zeros((0, model.config.dim), np.float32)
-    seen = interactions[interactions.split.isin(splits)]
-    popularity = np.bincount(seen.item.to_numpy(), minlength=num_items)
+    ]).numpy() if len(user_ids) else np.zeros((0, model.config.arch.dim), np.float32)
+    popularity = np.bincount(prepared.split(*splits).item.to_numpy(), minlength=num_items)
     # row 0 (unknown) of the model's users and items is never served: drop it, shift ids by one
     indptr = history.indptr[1:] - history.indptr[1]
-    test_users = np.unique(interactions.user[interactions.split == "test"].to_numpy()) - 1
+    test_users = np.unique(prepared.split("test").user.to_numpy()) - 1
     return Catalogue(
         items=pd.DataFrame({
             "asin": items.item_id.to_numpy()[1:],
@@ -87,7 +88,7 @@ def embed(model: TwoTower, prepared_dir: Path, known: str) -> Catalogue:
         item_vectors=np.ascontiguousarray(item_vectors, dtype=np.float32),
         users=pd.DataFrame({"user_id": users.user_id.to_numpy()[1:]}),
         user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
-        known=(indptr.astype(np.int64), history.indices[history.indptr[1]:].astype(np.int64) - 1),
+        known=Csr(indptr.astype(np.int64), history.indices[history.indptr[1]:].astype(np.int64) - 1),
         test_users=test_users.astype(np.int64),
     )
 
@@ -99,20 +100,12 @@ def served_kind(params: ExportParams, num_items: int) -> str:
     return "flat" if num_items <= params.flat_max_items else "hnsw"
 
 
-def _rows(matrix: Csr, rows: np.ndarray) -> Csr:
-    """The CSR of `rows` of `matrix`, in that order (csr.gather, kept as NumPy)."""
-    indptr, indices = (torch.as_tensor(a) for a in matrix)
-    rows = torch.as_tensor(rows)
-    _, values = csr.gather(indptr, indices, rows)
-    return np.concatenate([[0], torch.cumsum(indptr[rows + 1] - indptr[rows], 0).numpy()]), values.numpy()
-
-
 def exact_top_k(catalogue: Catalogue, users: np.ndarray, k: int, memory_mb: float = 512) -> np.ndarray:
     """The evaluation's own ranking (retrieval.top_k) of `users`: their known items excluded, -1 padded."""
     # the evaluation's item 0 is "unknown" and always hidden: give it a zero row, shift back after
     items = torch.from_numpy(np.vstack([np.zeros((1, catalogue.item_vectors.shape[1]), np.float32),
                                         catalogue.item_vectors]))
-    indptr, indices = _rows(catalogue.known, users)
+    indptr, indices = catalogue.known.select(users)
     top = retrieval.top_k(torch.from_numpy(catalogue.user_vectors[users]), items,
                           (torch.from_numpy(indptr), torch.from_numpy(indices + 1)), k, memory_mb).numpy() - 1
     have = len(catalogue.items) - np.diff(indptr)  # fewer than k left to recommend: the rest is padding
@@ -131,7 +124,7 @@ def search_users(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_sear
     for start in range(0, len(users), batch):
         part = order[start : start + batch]
         _, rows = ann.search(index, catalogue.user_vectors[users[part]], k,
-                             _rows(catalogue.known, users[part]), ef_search)
+                             catalogue.known.select(users[part]), ef_search)
         out[part] = rows
     return out
 
@@ -149,7 +142,7 @@ def query_latency_ms(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_
     times = []
     for user in users[:LATENCY_QUERIES]:
         query = catalogue.user_vectors[user : user + 1]
-        exclude = _rows(catalogue.known, np.array([user]))
+        exclude = catalogue.known.select(np.array([user]))
         start = time.perf_counter()
         ann.search(index, query, k, exclude, ef_search)
         times.append(time.perf_counter() - start)
@@ -186,13 +179,13 @@ def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict,
 
 
 def write_serving(folder: Path, catalogue: Catalogue, index, manifest: dict) -> None:
-    """items.parquet, users.parquet, users.npy, index.faiss and serving.json (`manifest`) into `folder`, each atomically."""
-    with atomic_path(folder / "items.parquet") as tmp:
-        write_table(tmp, catalogue.items, catalogue.item_vectors)
-    with atomic_path(folder / "users.parquet") as tmp:
-        write_table(tmp, catalogue.users, known=catalogue.known)
-    write_npy(folder / "users.npy", catalogue.user_vectors)
-    with atomic_path(folder / "index.faiss") as tmp:
-        faiss.write_index(index, str(tmp))
-    write_json(folder / "serving.json", {**manifest, "index": ann.kind_of(index), "items": len(catalogue.items),
-                                         "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1])})
+    """The serving folder (recommender.FILES), written whole and renamed into place; `manifest` goes to serving.json."""
+    with atomic_path(folder) as tmp:
+        tmp.mkdir()
+        version, items, users, vectors, index_file = (tmp / name for name in FILES)
+        write_table(items, catalogue.items, catalogue.item_vectors)
+        write_table(users, catalogue.users, known=catalogue.known)
+        np.save(vectors, catalogue.user_vectors)
+        faiss.write_index(index, str(index_file))
+        write_json(version, {**manifest, "index": ann.kind_of(index), "items": len(catalogue.items),
+                                          "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1])})

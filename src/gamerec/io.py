@@ -17,7 +17,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-Csr = tuple[np.ndarray, np.ndarray]  # (indptr, indices): row r's values are indices[indptr[r]:indptr[r + 1]]
+from gamerec.csr import Csr
 
 
 @contextmanager
@@ -103,13 +103,6 @@ def read_table(path: Path) -> tuple[pd.DataFrame, np.ndarray | None, dict[str, C
             array = table.column(name).combine_chunks()
             offsets = array.offsets.to_numpy().astype(np.int64)
             values = array.values.to_numpy().astype(np.int64)[offsets[0] : offsets[-1]]
-            lists[name] = (offsets - offsets[0], values)
+            lists[name] = Csr(offsets - offsets[0], values)
     frame = table.drop_columns([name for name in ("vector", *lists) if name in table.column_names]).to_pandas()
     return frame, vectors, lists
-
-
-def write_npy(path: Path, array: np.ndarray) -> None:
-    """`array` as .npy, atomically: a plain file that readers can memory-map."""
-    with atomic_path(path) as tmp:
-        with tmp.open("wb") as f:
-            np.save(f, array)

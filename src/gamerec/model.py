@@ -1,46 +1,76 @@
 """The two-tower model: a user tower and an item tower that meet in a dot product.
 
-The model returns the two towers' embeddings; losses live in `training.py` (as in TorchRec's
-retrieval example), so one model serves the BCE losses of out_batch/also_view and the batch
-softmax of in_batch. Item features (brand, price, description tokens) are stored in the
-item tower as buffers, so a checkpoint alone can embed any catalogue item.
+The model returns the two towers' embeddings; losses live in `losses.py` (as in TorchRec's
+retrieval example), so one model serves the BCE of out_batch/also_view and the batch softmax
+of in_batch. Item features (brand, price, description tokens) are stored in the item tower
+as buffers, so a checkpoint alone can embed any catalogue item. The architecture is the
+`model` params group (`config.ModelParams`, its only defaults); the model also owns its
+optimisers and its FLOP count.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
 
 import numpy as np
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-from gamerec import csr
+from gamerec import config
+from gamerec.config import ModelParams, TrainParams
+from gamerec.csr import Csr
+from gamerec.errors import GamerecError
+from gamerec.prepared import ItemFeatures, Prepared
 
 
-@dataclass
+@dataclass(frozen=True)
 class ModelConfig:
-    """Architecture and encoder sizes; saved in the checkpoint to rebuild the model."""
+    """Encoder sizes of the data (row 0 = unknown included) and the architecture; the checkpoint keeps both."""
 
     num_users: int
     num_items: int
     num_brands: int
     num_tokens: int
-    dim: int = 32  # output embedding size of both towers
-    hidden: list[int] = field(default_factory=lambda: [64])  # MLP hidden layer sizes
-    dropout: float = 0.1
-    normalize: bool = True  # score = cosine / temperature instead of a raw dot product
-    temperature: float = 0.1
-    history: int = 0  # recent train items pooled into the user tower (0 = user id only)
-    user_id: bool = True  # the user tower embeds the user id (off: history only, needs history > 0)
-    causal: bool = False  # in training, pool only the items bought before the scored one
-    pooling: str = "mean"  # mean | recency (a learned weight per recency rank)
+    arch: ModelParams
+
+    def to_dict(self) -> dict:
+        """The flat form saved in checkpoints: the sizes, then the `model` params."""
+        sizes = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "arch"}
+        return {**sizes, **asdict(self.arch)}
 
     @classmethod
-    def for_data(cls, stats: dict, **architecture) -> "ModelConfig":
-        """Encoder sizes from prepare's stats.json; `architecture` is the `model` params group."""
-        sizes = {name: stats[name] for name in ("num_users", "num_items", "num_brands", "num_tokens")}
-        return cls(**sizes, **architecture)
+    def from_dict(cls, flat: dict) -> "ModelConfig":
+        """What `to_dict` wrote; the architecture is validated as the params group is."""
+        sizes = {f.name: flat[f.name] for f in fields(cls) if f.name != "arch"}
+        arch = {key: value for key, value in flat.items() if key not in sizes}
+        return cls(**sizes, arch=config.parse(ModelParams, arch, "model"))
+
+    def flops_per_positive(self, softmax: bool, batch_size: int, rows_per_positive: float,
+                           tokens_per_item: float, history_per_user: float) -> float:
+        """Training FLOPs per positive, counted from the architecture (a multiply-add is 2 FLOPs).
+
+        Per example row, forward: the item tower's description mean (tokens x dim) and price
+        layer (2 x 2 x dim), its MLP (4 x dim in); the user tower's history pool (items x dim,
+        weighted) and MLP; normalising both (3 x dim each); the score: one dot product (BCE)
+        or a row of the batch's logits (softmax: batch x dim, plus about 5 FLOPs per logit for
+        the softmax). Backward costs about twice forward, so training is 3x forward.
+        Embedding lookups and optimiser updates move memory and count 0 here.
+        """
+        arch, d = self.arch, self.arch.dim
+
+        def mlp(width: int) -> float:
+            flops = 0.0
+            for size in [*arch.hidden, d]:
+                flops, width = flops + 2 * width * size, size
+            return flops
+
+        item = tokens_per_item * d + 4 * d + mlp(4 * d) + 3 * d
+        parts = int(arch.user_id) + int(arch.history > 0)
+        user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
+        score = batch_size * (2 * d + 5) if softmax else 2 * d
+        return 3 * rows_per_positive * (item + user + score)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:
@@ -51,25 +81,6 @@ def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequ
         in_dim = size
     layers.append(nn.Linear(in_dim, out_dim))
     return nn.Sequential(*layers)
-
-
-@dataclass
-class ItemFeatures:
-    """Per-item feature arrays indexed by encoded item id (row 0 = unknown, empty)."""
-
-    brand: np.ndarray  # int, 0 = no brand
-    log_price_z: np.ndarray  # float, standardised log(1 + price); 0 where missing
-    price_missing: np.ndarray  # bool
-    text_indptr: np.ndarray  # CSR of description token ids
-    text_indices: np.ndarray
-
-
-@dataclass
-class UserHistory:
-    """Each user's most recent train items, as CSR (row = user id; row 0 = unknown, empty)."""
-
-    indptr: np.ndarray
-    indices: np.ndarray
 
 
 class _DataShapedBuffers(nn.Module):
@@ -94,60 +105,53 @@ class UserTower(_DataShapedBuffers):
     `pooling="recency"` learns one weight per recency rank instead of a plain mean.
     """
 
-    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, history: UserHistory | None = None):
+    def __init__(self, cfg: ModelConfig, item_embedding: nn.Embedding, history: Csr | None = None):
         super().__init__()
-        self.cfg = cfg
-        self.pooled = cfg.history > 0
-        self.embedding = nn.Embedding(cfg.num_users, cfg.dim) if cfg.user_id else None
-        parts = int(cfg.user_id) + int(self.pooled)
-        self.mlp = mlp(cfg.dim * parts, cfg.hidden, cfg.dim, cfg.dropout)
+        arch = self.arch = cfg.arch
+        self.pooled = arch.history > 0
+        self.embedding = nn.Embedding(cfg.num_users, arch.dim) if arch.user_id else None
+        parts = int(arch.user_id) + int(self.pooled)
+        self.mlp = mlp(arch.dim * parts, arch.hidden, arch.dim, arch.dropout)
         if self.pooled:
             self.item_embedding = item_embedding  # shared with the item tower: one vector per item
-            self.recency = nn.Parameter(torch.zeros(cfg.history)) if cfg.pooling == "recency" else None
-            if history is None:  # shapes only; a checkpoint's state_dict fills them in
-                history = UserHistory(np.zeros(cfg.num_users + 1, np.int64), np.zeros(0, np.int64))
-            self.register_buffer("history_indptr", torch.as_tensor(history.indptr, dtype=torch.long))
-            self.register_buffer("history_indices", torch.as_tensor(history.indices, dtype=torch.long))
+            self.recency = nn.Parameter(torch.zeros(arch.history)) if arch.pooling == "recency" else None
+            history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
+            self.register_buffer("history_indptr", history.indptr)
+            self.register_buffer("history_indices", history.indices)
 
-    def pool(
-        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
-    ) -> torch.Tensor:
+    def pool(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None) -> torch.Tensor:
         """[N, dim] pooled history of `users` (flat); `leave_out[n]` is the item scored for row n.
 
         `history` replaces the train history the model was built with, e.g. by everything
         known before the test interaction; the weights never change with it.
         """
-        indptr, indices = self.history_indptr, self.history_indices
-        if history is not None:
-            indptr, indices = torch.as_tensor(history.indptr), torch.as_tensor(history.indices)
+        known = Csr(self.history_indptr, self.history_indices) if history is None else history.torch()
         # Whole rows are gathered, so a causal cut can find its positive; rows are short on
         # average (7.5 items on the real data), and the window below bounds what is embedded.
-        owner, items = csr.gather(indptr, indices, users)
-        lengths = indptr[users + 1] - indptr[users]
+        owner, items = known.gather(users)
+        lengths = known.lengths(users)
         device = items.device
         pos = torch.arange(len(items), device=device) - (torch.cumsum(lengths, 0) - lengths)[owner]  # rank in the sequence
         end = lengths.clone()  # the pool is the `history` items before position `end`
         keep = torch.ones_like(items, dtype=torch.bool)
         if leave_out is not None:
             hit = items == leave_out[owner]
-            if self.cfg.causal:
+            if self.arch.causal:
                 end[owner[hit]] = pos[hit]
             else:
                 keep = ~hit
         back = end[owner] - 1 - pos  # 0 = the most recent pooled item
-        keep &= (back >= 0) & (back < self.cfg.history)
+        keep &= (back >= 0) & (back < self.arch.history)
         owner, items, back = owner[keep], items[keep], back[keep]
         weight = torch.ones(len(items), device=device)
         if self.recency is not None:
             weight = torch.exp(self.recency[back])
         embedded = self.item_embedding(items) * weight[:, None]
-        total = torch.zeros(len(users), self.cfg.dim, device=device).index_add_(0, owner, embedded)
+        total = torch.zeros(len(users), self.arch.dim, device=device).index_add_(0, owner, embedded)
         norm = torch.zeros(len(users), device=device).index_add_(0, owner, weight).clamp(min=1e-6)
         return total / norm[:, None]
 
-    def forward(
-        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
-    ) -> torch.Tensor:
+    def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None) -> torch.Tensor:
         flat = users.reshape(-1)
         parts = []
         if self.embedding is not None:
@@ -165,27 +169,26 @@ class ItemTower(_DataShapedBuffers):
 
     def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
         super().__init__()
-        self.item = nn.Embedding(cfg.num_items, cfg.dim)
-        self.brand = nn.Embedding(cfg.num_brands, cfg.dim, padding_idx=0)
-        self.price = nn.Linear(2, cfg.dim)
-        self.text = nn.EmbeddingBag(cfg.num_tokens, cfg.dim, mode="mean", padding_idx=0)
-        self.mlp = mlp(4 * cfg.dim, cfg.hidden, cfg.dim, cfg.dropout)
+        dim = cfg.arch.dim
+        self.item = nn.Embedding(cfg.num_items, dim)
+        self.brand = nn.Embedding(cfg.num_brands, dim, padding_idx=0)
+        self.price = nn.Linear(2, dim)
+        self.text = nn.EmbeddingBag(cfg.num_tokens, dim, mode="mean", padding_idx=0)
+        self.mlp = mlp(4 * dim, cfg.arch.hidden, dim, cfg.arch.dropout)
         n = cfg.num_items
         if features is None:  # shapes only; a checkpoint's state_dict fills them in
-            features = ItemFeatures(
-                np.zeros(n, np.int64), np.zeros(n, np.float32), np.ones(n, bool),
-                np.zeros(n + 1, np.int64), np.zeros(0, np.int64),
-            )
+            features = ItemFeatures(np.zeros(n, np.int64), np.zeros(n, np.float32), np.ones(n, bool), Csr.empty(n))
         self.register_buffer("brand_of", torch.as_tensor(features.brand, dtype=torch.long))
         price = np.stack([features.log_price_z, features.price_missing], axis=1)
         self.register_buffer("price_of", torch.as_tensor(price, dtype=torch.float32))
-        self.register_buffer("text_indptr", torch.as_tensor(features.text_indptr, dtype=torch.long))
-        self.register_buffer("text_indices", torch.as_tensor(features.text_indices, dtype=torch.long))
+        text = features.text.torch()
+        self.register_buffer("text_indptr", text.indptr)
+        self.register_buffer("text_indices", text.indices)
 
     def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
         """Item embeddings; features named in `zero` (see FEATURES) are zeroed, for ablations."""
         flat_items = items.reshape(-1)
-        owner, tokens = csr.gather(self.text_indptr, self.text_indices, flat_items)
+        owner, tokens = Csr(self.text_indptr, self.text_indices).gather(flat_items)
         offsets = torch.searchsorted(owner, torch.arange(len(flat_items), device=items.device))
         parts = {
             "id": self.item(items),
@@ -199,7 +202,7 @@ class ItemTower(_DataShapedBuffers):
 class TwoTower(nn.Module):
     """User and item towers; `score` turns their embeddings into logits."""
 
-    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None, history: UserHistory | None = None):
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None, history: Csr | None = None):
         super().__init__()
         self.config = cfg
         self.item_tower = ItemTower(cfg, features)
@@ -215,32 +218,68 @@ class TwoTower(nn.Module):
         """
         return self.embed_users(users, leave_out=items if positives is None else positives), self.embed_items(items)
 
-    def embed_users(
-        self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: UserHistory | None = None
-    ) -> torch.Tensor:
+    def embed_users(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None) -> torch.Tensor:
         """User embeddings; `history` (default: the train history) is what the users are known to have chosen."""
         u = self.user_tower(users, leave_out, history)
-        return F.normalize(u, dim=-1) if self.config.normalize else u
+        return F.normalize(u, dim=-1) if self.config.arch.normalize else u
 
     def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
         i = self.item_tower(items, zero)
-        return F.normalize(i, dim=-1) if self.config.normalize else i
+        return F.normalize(i, dim=-1) if self.config.arch.normalize else i
 
     def logit_scale(self) -> float:
         """Scores are dot products times this (1 / temperature for normalised embeddings)."""
-        return 1.0 / self.config.temperature if self.config.normalize else 1.0
+        return 1.0 / self.config.arch.temperature if self.config.arch.normalize else 1.0
 
     def score(self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor | None = None) -> torch.Tensor:
         """Training logits of (user, item) pairs, elementwise (`positives` as in `forward`)."""
         u, i = self(users, items, positives)
         return (u * i).sum(-1) * self.logit_scale()
 
+    def sparse_tables(self) -> list[nn.Parameter]:
+        """The weights of the embedding tables that get sparse gradients (set by `configure_optimizers`)."""
+        return [m.weight for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
+
+    def configure_optimizers(self, params: TrainParams) -> list[torch.optim.Optimizer]:
+        """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
+
+        With dense gradients each step writes the whole item and token tables (100k items x 128:
+        most of a step's time at scale); sparse gradients touch only the rows a batch used.
+        """
+        if params.optimizer == "adam":
+            return [torch.optim.Adam(self.parameters(), lr=params.lr, weight_decay=params.weight_decay)]
+        tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+        for table in tables:
+            table.sparse = True
+        sparse = {id(table.weight) for table in tables}
+        dense = [p for p in self.parameters() if id(p) not in sparse]
+        return [torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr), torch.optim.Adam(dense, lr=params.lr)]
+
     def checkpoint(self) -> dict:
         """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""
-        return {"config": asdict(self.config), "state_dict": self.state_dict()}
+        return {"config": self.config.to_dict(), "state_dict": self.state_dict()}
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "TwoTower":
-        model = cls(ModelConfig(**ckpt["config"]))
+        model = cls(ModelConfig.from_dict(ckpt["config"]))
         model.load_state_dict(ckpt["state_dict"])
         return model
+
+
+def build(prepared: Prepared, params: ModelParams, seed: int) -> TwoTower:
+    """The model `params` describe over a prepared folder's encoders, features and train histories.
+
+    The initial weights come from `seed` (torch's global generator is seeded with it), so
+    every process and every caller starts from the same weights.
+    """
+    torch.manual_seed(seed)
+    cfg = ModelConfig(**prepared.sizes, arch=params)
+    history = prepared.history(("train",)) if params.history else None
+    return TwoTower(cfg, prepared.item_features(), history)
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """The checkpoint `train` wrote (config, weights, sampler), loaded with `weights_only=True`."""
+    if not Path(path).is_file():
+        raise GamerecError(f"{path}: no trained model; run `dvc repro train` first")
+    return torch.load(path, weights_only=True)

@@ -19,7 +19,7 @@ from gamerec.errors import GamerecError
 from gamerec.io import read_table
 
 MAX_K = 100  # the most results one query may ask for
-FILES = ("serving.json", "items.parquet", "users.parquet", "users.npy", "index.faiss")
+FILES = ("serving.json", "items.parquet", "users.parquet", "users.npy", "index.faiss")  # what `export` writes
 
 
 class UnknownItem(GamerecError):

@@ -11,7 +11,9 @@ from collections.abc import Iterator
 
 import torch
 
-from gamerec import csr
+from gamerec.csr import Csr
+from gamerec.metrics import ranking_metrics
+from gamerec.prepared import Holdout
 
 # Targets ranked at once: their score rows (16 x 100k floats) stay in cache while compared,
 # about 5x faster than comparing a whole chunk of scores.
@@ -26,7 +28,7 @@ def chunk_rows(num_items: int, memory_mb: float) -> int:
 def masked_score_chunks(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    exclude: tuple[torch.Tensor, torch.Tensor],
+    exclude: Csr,
     memory_mb: float,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (row slice, scores) of user_emb @ item_emb.T, excluded items set to -inf.
@@ -34,13 +36,13 @@ def masked_score_chunks(
     `exclude` is a CSR whose row r lists the items to hide from user_emb row r; column 0
     (the unknown item) is always hidden.
     """
-    indptr, indices = exclude
+    exclude = Csr(*exclude)
     step = chunk_rows(len(item_emb), memory_mb)
     for start in range(0, len(user_emb), step):
         rows = slice(start, min(start + step, len(user_emb)))
         scores = user_emb[rows] @ item_emb.T
         scores[:, 0] = float("-inf")
-        owner, items = csr.gather(indptr, indices, torch.arange(rows.start, rows.stop))
+        owner, items = exclude.gather(torch.arange(rows.start, rows.stop))
         scores[owner, items] = float("-inf")
         yield rows, scores
 
@@ -48,7 +50,7 @@ def masked_score_chunks(
 def top_k(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    exclude: tuple[torch.Tensor, torch.Tensor],
+    exclude: Csr,
     k: int,
     memory_mb: float = 512,
 ) -> torch.Tensor:
@@ -59,8 +61,8 @@ def top_k(
 def rank_and_top_k(
     user_emb: torch.Tensor,
     item_emb: torch.Tensor,
-    exclude: tuple[torch.Tensor, torch.Tensor],
-    targets: tuple[torch.Tensor, torch.Tensor] | None,
+    exclude: Csr,
+    targets: Csr | None,
     k: int,
     memory_mb: float = 512,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -79,7 +81,7 @@ def rank_and_top_k(
         top[rows] = torch.topk(scores, k, dim=1).indices
         if targets is None:
             continue
-        owner, items = csr.gather(*targets, torch.arange(rows.start, rows.stop))
+        owner, items = Csr(*targets).gather(torch.arange(rows.start, rows.stop))
         first = int(targets[0][rows.start])
         for part in range(0, len(items), RANK_BLOCK):
             o, t = owner[part : part + RANK_BLOCK], items[part : part + RANK_BLOCK, None]  # o: row in the chunk
@@ -88,6 +90,18 @@ def rank_and_top_k(
             row_scores = scores[int(o[0]) : int(o[0]) + len(o)] if consecutive else scores[o]
             ranks[first + part : first + part + len(t)] = 1 + _count_before(row_scores, t)
     return ranks, top
+
+
+def rank_holdout(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int,
+                 memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Rank of every held-out item and each user's top k (`user_emb` row r = holdout.users[r])."""
+    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb)
+
+
+def holdout_recall(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float) -> float:
+    """recall@k of the holdout's users over the full catalogue, their hidden items excluded."""
+    ranks, _ = rank_holdout(holdout, user_emb, item_emb, k, memory_mb)
+    return ranking_metrics(ranks, holdout.owner, len(holdout.users), [k])[f"recall@{k}"]
 
 
 def _count_before(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -102,8 +116,8 @@ def _count_before(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 def _rank_shared(
     scores: torch.Tensor,
-    exclude: tuple[torch.Tensor, torch.Tensor],
-    targets: tuple[torch.Tensor, torch.Tensor] | None,
+    exclude: Csr,
+    targets: Csr | None,
     k: int,
     n_users: int,
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -119,11 +133,12 @@ def _rank_shared(
     order = order[order != 0]
     place = torch.full((n,), n, dtype=torch.long)  # item 0's place is past every real one
     place[order] = torch.arange(len(order))
-    owner, excluded = csr.gather(*exclude, torch.arange(n_users))
+    exclude = Csr(*exclude)
+    owner, excluded = exclude.gather(torch.arange(n_users))
     key = torch.unique(owner * (n + 1) + place[excluded])  # per user, excluded places ascending, once
     ranks = torch.empty(0, dtype=torch.long)
     if targets is not None:
-        t_owner, t_items = csr.gather(*targets, torch.arange(n_users))
+        t_owner, t_items = Csr(*targets).gather(torch.arange(n_users))
         before = torch.searchsorted(key, t_owner * (n + 1) + place[t_items]) - torch.searchsorted(key, t_owner * (n + 1))
         ranks = place[t_items] + 1 - before
     # top k: the first k + (most excluded) places cover every user; mark each user's excluded ones
@@ -133,7 +148,7 @@ def _rank_shared(
     step = max(1, 2**24 // max(width, 1))
     for start in range(0, n_users, step):
         rows = torch.arange(start, min(start + step, n_users))
-        o, e = csr.gather(*exclude, rows)
+        o, e = exclude.gather(rows)
         hidden = torch.zeros(len(rows), width + 1, dtype=torch.bool)
         hidden[o, place[e].clamp(max=width)] = True  # places past the window land in a spare column
         first = torch.sort(hidden[:, :width].to(torch.uint8), dim=1, stable=True).indices[:, :k]

@@ -15,6 +15,8 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
+from gamerec.csr import Csr
+
 UNKNOWN = "<unk>"
 
 _TAG = re.compile(r"<[^>]*>")
@@ -41,7 +43,7 @@ def build_vocabulary(docs: Iterable[Sequence[str]], min_count: int, max_size: in
 
 def encode_csr(
     docs: Sequence[Sequence[str]], vocabulary: Sequence[str], max_tokens: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Csr:
     """Encode tokenized docs as CSR (indptr int64, indices int32), at most `max_tokens` per row.
 
     Tokens not in `vocabulary` are dropped; the first `max_tokens` known tokens are kept, in
@@ -53,4 +55,4 @@ def encode_csr(
     indptr = np.zeros(len(rows) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     indices = np.fromiter((t for r in rows for t in r), dtype=np.int32, count=int(indptr[-1]))
-    return indptr, indices
+    return Csr(indptr, indices)

@@ -5,14 +5,7 @@ filter, temporal split, drop evaluation rows of users unseen in train, then enco
 give index 0 to "unknown", so every table and CSR matrix below has a row 0 with empty
 features and arrays can be indexed by the encoded id directly.
 
-Files written to the prepared folder (see `write_prepared`):
-  interactions.parquet  user, item, timestamp, rating, split ("train" | "val" | "test")
-  users.parquet         user, user_id                       (row 0: unknown)
-  items.parquet         item, item_id, title, brand, brand_name, price, price_missing
-  text.npz              indptr, indices: title + description token ids per item (CSR)
-  also_view.npz         indptr, indices: item -> also-viewed items in the catalogue (CSR)
-  vocab.json            {"brands": [...], "tokens": [...]}, index 0 = "<unk>"
-  stats.json            encoder sizes, price standardisation, split counts
+The folder's files are named in `gamerec.data.files`, and read only through `gamerec.prepared`.
 """
 
 from __future__ import annotations
@@ -26,15 +19,15 @@ import numpy as np
 import pandas as pd
 
 from gamerec.config import PrepareParams
+from gamerec.csr import Csr
+from gamerec.data.files import ALSO_VIEW, INTERACTIONS, ITEMS, SPLITS, STATS, TEXT, USERS, VOCAB
 from gamerec.data.readers import RawData
 from gamerec.errors import GamerecError
 from gamerec.text import UNKNOWN, build_vocabulary, encode_csr, tokenize
 
-SPLITS = ("train", "val", "test")
-
 
 @dataclass
-class Prepared:
+class PreparedData:
     """Everything `prepare` produces, in memory; `write_prepared` puts it on disk."""
 
     interactions: pd.DataFrame
@@ -42,8 +35,8 @@ class Prepared:
     items: pd.DataFrame
     brands: list[str]
     tokens: list[str]
-    text: tuple[np.ndarray, np.ndarray]
-    also_view: tuple[np.ndarray, np.ndarray]
+    text: Csr
+    also_view: Csr
     stats: dict[str, Any]
     report: dict[str, Any]
 
@@ -88,14 +81,7 @@ def split_global_time(df: pd.DataFrame, val_quantile: float, test_quantile: floa
     return pd.Series(split, index=df.index)
 
 
-def _csr_from_pairs(rows: np.ndarray, cols: np.ndarray, n_rows: int) -> tuple[np.ndarray, np.ndarray]:
-    """CSR (indptr, indices) from pairs already sorted by row."""
-    indptr = np.zeros(n_rows + 1, dtype=np.int64)
-    np.cumsum(np.bincount(rows, minlength=n_rows), out=indptr[1:])
-    return indptr, cols.astype(np.int32)
-
-
-def also_view_csr(items: pd.DataFrame, item_index: pd.Index) -> tuple[tuple[np.ndarray, np.ndarray], int]:
+def also_view_csr(items: pd.DataFrame, item_index: pd.Index) -> tuple[Csr, int]:
     """Item-to-item CSR of also_view links between catalogue items.
 
     `items` has one row per catalogue item in encoded order (row 0 unknown). Links to ids
@@ -109,7 +95,7 @@ def also_view_csr(items: pd.DataFrame, item_index: pd.Index) -> tuple[tuple[np.n
     links = pd.DataFrame({"src": src, "dst": dst})
     links = links[(links.dst > 0) & (links.dst != links.src)].drop_duplicates()
     links = links.sort_values("src", kind="stable")
-    return _csr_from_pairs(links.src.to_numpy(), links.dst.to_numpy(), len(items)), unknown
+    return Csr.from_pairs(links.src.to_numpy(), links.dst.to_numpy().astype(np.int32), len(items)), unknown
 
 
 def _encode(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -118,26 +104,9 @@ def _encode(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     return index.get_indexer(values) + 1, index
 
 
-def prepare(raw: RawData, params: PrepareParams) -> Prepared:
-    """Dedupe, filter, split and encode raw frames into a `Prepared` data set."""
-    raw_count = len(raw.interactions)
-    df = dedupe_interactions(raw.interactions)
-    duplicates = raw_count - len(df)
-    df = k_core(df, params.min_interactions)
-    if df.empty:
-        raise GamerecError(
-            f"prepare.min_interactions = {params.min_interactions} leaves no interactions of "
-            f"{raw_count} in {params.raw_dir}; lower it"
-        )
-    after_k_core = len(df)
-    if params.split == "leave_last_out":
-        df = df.assign(split=split_leave_last_out(df))
-    else:
-        df = df.assign(split=split_global_time(df, params.val_quantile, params.test_quantile))
-    train_users = df.loc[df.split == "train", "user_id"].unique()
-    df = df[df.user_id.isin(train_users)]  # evaluation needs users the model has seen
-    cold = after_k_core - len(df)
-
+def prepare(raw: RawData, params: PrepareParams) -> PreparedData:
+    """Dedupe, filter, split and encode raw frames into a `PreparedData` set."""
+    df, cleaning = _filtered(raw.interactions, params)
     user_codes, user_index = _encode(df["user_id"])
     item_codes, item_index = _encode(df["item_id"])
     interactions = pd.DataFrame(
@@ -152,12 +121,66 @@ def prepare(raw: RawData, params: PrepareParams) -> Prepared:
     users = pd.DataFrame(
         {"user": np.arange(len(user_index) + 1, dtype=np.int32), "user_id": ["", *user_index]}
     )
+    items, has_meta, cleaning["duplicate_metadata_lines"] = _catalogue(raw.items, item_index)
+    brands = _encode_brands(items)
+    docs = [tokenize(f"{t} {d}") for t, d in zip(items["title"], items["description"])]
+    docs[0] = []
+    tokens = build_vocabulary(docs, params.text.min_count, params.text.max_vocab)
+    text = encode_csr(docs, tokens, params.text.max_tokens)
+    also_view, cleaning["also_view_unknown_ids"] = also_view_csr(items, item_index)
+    real = slice(1, None)  # coverage is over catalogue items, not the unknown row
+    cleaning["items_without_metadata"] = int((~has_meta[real]).sum())
+    coverage = {
+        "price": float((~items.price_missing[real]).mean()),
+        "brand": float((items.brand[real] > 0).mean()),
+        "description": float((items.description[real].str.strip() != "").mean()),
+        "also_view": float((also_view.lengths()[real] > 0).mean()),
+    }
+    splits = {s: int((interactions.split == s).sum()) for s in SPLITS}
+    sizes = {"num_users": len(users), "num_items": len(items), "num_brands": len(brands), "num_tokens": len(tokens)}
+    report = {"interactions": len(interactions), "users": len(user_index), "items": len(item_index),
+              "splits": splits, "coverage": coverage, "cleaning": cleaning, "raw": raw.report}
+    columns = ["item", "item_id", "title", "brand", "brand_name", "price", "price_missing"]
+    return PreparedData(interactions=interactions, users=users, items=items[columns], brands=brands, tokens=tokens,
+                    text=text, also_view=also_view, stats={**sizes, "split": params.split, "splits": splits},
+                    report=report)
 
-    meta = raw.items.drop_duplicates("item_id", keep="first")
-    duplicate_meta = len(raw.items) - len(meta)
+
+def _filtered(raw: pd.DataFrame, params: PrepareParams) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Deduped, k-cored and split interactions of users seen in train, and what each step dropped."""
+    raw_count = len(raw)
+    df = dedupe_interactions(raw)
+    duplicates = raw_count - len(df)
+    df = k_core(df, params.min_interactions)
+    if df.empty:
+        raise GamerecError(
+            f"prepare.min_interactions = {params.min_interactions} leaves no interactions of "
+            f"{raw_count} in {params.raw_dir}; lower it"
+        )
+    after_k_core = len(df)
+    if params.split == "leave_last_out":
+        df = df.assign(split=split_leave_last_out(df))
+    else:
+        df = df.assign(split=split_global_time(df, params.val_quantile, params.test_quantile))
+    train_users = df.loc[df.split == "train", "user_id"].unique()
+    df = df[df.user_id.isin(train_users)]  # evaluation needs users the model has seen
+    return df, {
+        "raw_interactions": raw_count,
+        "duplicate_interactions": duplicates,
+        "dropped_by_k_core": raw_count - duplicates - after_k_core,
+        "dropped_cold_eval_rows": after_k_core - len(df),
+    }
+
+
+def _catalogue(meta: pd.DataFrame, item_index: pd.Index) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """One row of metadata per encoded item (row 0 unknown; empty where an item has none).
+
+    Returns the rows, which items had a metadata line, and the number of repeated lines dropped.
+    """
+    unique = meta.drop_duplicates("item_id", keep="first")
     catalogue = pd.DataFrame({"item_id": ["", *item_index]})
-    items = catalogue.merge(meta, on="item_id", how="left", validate="one_to_one")
-    has_meta = items["item_id"].isin(meta["item_id"]).to_numpy()
+    items = catalogue.merge(unique, on="item_id", how="left", validate="one_to_one")
+    has_meta = items["item_id"].isin(unique["item_id"]).to_numpy()
     items["item"] = np.arange(len(items), dtype=np.int32)
     for col in ("title", "brand", "description"):
         items[col] = items[col].fillna("").astype(str)
@@ -165,80 +188,25 @@ def prepare(raw: RawData, params: PrepareParams) -> Prepared:
     items["price"] = items["price"].astype(np.float64)
     items["price_missing"] = items["price"].isna()
     items.loc[0, "price_missing"] = True
+    return items, has_meta, len(meta) - len(unique)
 
+
+def _encode_brands(items: pd.DataFrame) -> list[str]:
+    """Replace `items.brand` by codes (0 = none) and keep the name in `brand_name`; returns the vocabulary."""
     brand_names = items["brand"].str.strip()
     brands = [UNKNOWN, *sorted(set(brand_names[brand_names != ""]))]
     brand_codes = pd.Index(brands).get_indexer(brand_names)
     items["brand"] = np.where(brand_names == "", 0, brand_codes).astype(np.int32)
     items["brand_name"] = brand_names
-
-    docs = [tokenize(f"{t} {d}") for t, d in zip(items["title"], items["description"])]
-    docs[0] = []
-    tokens = build_vocabulary(docs, params.text.min_count, params.text.max_vocab)
-    text = encode_csr(docs, tokens, params.text.max_tokens)
-    also_view, also_view_unknown = also_view_csr(items, item_index)
-
-    log_price = np.log1p(items.loc[~items.price_missing, "price"].to_numpy())
-    real = slice(1, None)  # coverage is over catalogue items, not the unknown row
-    n_items = len(item_index)
-    coverage = {
-        "price": float((~items.price_missing[real]).mean()),
-        "brand": float((items.brand[real] > 0).mean()),
-        "description": float((items.description[real].str.strip() != "").mean()),
-        "also_view": float((np.diff(also_view[0])[real] > 0).mean()),
-    }
-    splits = {s: int((interactions.split == s).sum()) for s in SPLITS}
-    stats = {
-        "num_users": len(users),
-        "num_items": len(items),
-        "num_brands": len(brands),
-        "num_tokens": len(tokens),
-        "log_price_mean": float(log_price.mean()) if len(log_price) else 0.0,
-        "log_price_std": float(log_price.std()) if len(log_price) > 1 else 1.0,
-        "split": params.split,
-        "splits": splits,
-    }
-    report = {
-        "interactions": len(interactions),
-        "users": len(user_index),
-        "items": n_items,
-        "splits": splits,
-        "coverage": coverage,
-        "cleaning": {
-            "raw_interactions": raw_count,
-            "duplicate_interactions": duplicates,
-            "dropped_by_k_core": raw_count - duplicates - after_k_core,
-            "dropped_cold_eval_rows": cold,
-            "duplicate_metadata_lines": duplicate_meta,
-            "items_without_metadata": int((~has_meta[real]).sum()),
-            "also_view_unknown_ids": also_view_unknown,
-        },
-        "raw": raw.report,
-    }
-    columns = ["item", "item_id", "title", "brand", "brand_name", "price", "price_missing"]
-    return Prepared(
-        interactions=interactions,
-        users=users,
-        items=items[columns],
-        brands=brands,
-        tokens=tokens,
-        text=text,
-        also_view=also_view,
-        stats=stats,
-        report=report,
-    )
+    return brands
 
 
-def write_prepared(prepared: Prepared, out_dir: Path) -> None:
-    """Write a `Prepared` data set into the (new) folder `out_dir`."""
+def write_prepared(prepared: PreparedData, out_dir: Path) -> None:
+    """Write a `PreparedData` set into the (new) folder `out_dir`."""
     out_dir.mkdir(parents=True)
-    prepared.interactions.to_parquet(out_dir / "interactions.parquet", index=False)
-    prepared.users.to_parquet(out_dir / "users.parquet", index=False)
-    prepared.items.to_parquet(out_dir / "items.parquet", index=False)
-    for name, (indptr, indices) in (("text", prepared.text), ("also_view", prepared.also_view)):
-        np.savez(out_dir / f"{name}.npz", indptr=indptr, indices=indices)
-    for name, obj in (
-        ("vocab", {"brands": prepared.brands, "tokens": prepared.tokens}),
-        ("stats", prepared.stats),
-    ):
-        (out_dir / f"{name}.json").write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    for name, frame in ((INTERACTIONS, prepared.interactions), (USERS, prepared.users), (ITEMS, prepared.items)):
+        frame.to_parquet(out_dir / name, index=False)
+    for name, (indptr, indices) in ((TEXT, prepared.text), (ALSO_VIEW, prepared.also_view)):
+        np.savez(out_dir / name, indptr=indptr, indices=indices)
+    for name, obj in ((VOCAB, {"brands": prepared.brands, "tokens": prepared.tokens}), (STATS, prepared.stats)):
+        (out_dir / name).write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n")
