@@ -1,6 +1,5 @@
 """Stage `evaluate`: the fixed test protocol for the trained model and its baselines (params `evaluate`)."""
 
-import sys
 from pathlib import Path
 
 from gamerec import baselines, config, profile
@@ -33,31 +32,27 @@ def main() -> None:
     k = params.k[0]  # the headline cutoff: ALS tuning, ablation and the printed summary use it
     model = TwoTower.from_checkpoint(load_checkpoint(where.model)).eval()
     data = load_eval_data(Prepared(where.prepared), params)
-    report = evaluate(*model_scorer(model), data, params)
-    users, items = len(data.test.holdout.users), model.config.num_items
-    profile.record("evaluate", users=users, items=items, dim=model.config.arch.dim,
-                   ranking_seconds=report.ranking_seconds, flops=2 * users * items * model.config.arch.dim)
-    baseline = evaluate(*baselines.popularity(data.popularity), data, params)
-    result = {**_rounded(report.metrics), "baseline": {"popularity": _rounded(baseline.metrics)}}
-    if params.als.enabled and baselines.als_available():
+    reports = {"model": evaluate(*model_scorer(model), data, params, "the model")}
+    users, items, dim = reports["model"].users_evaluated, model.config.num_items, model.config.arch.dim
+    profile.record("evaluate", users=users, items=items, dim=dim, ranking_seconds=reports["model"].ranking_seconds,
+                   flops=2 * users * items * dim)
+    reports["popularity"] = evaluate(*baselines.popularity(data.popularity), data, params, "popularity")
+    report = {"users_evaluated": users, "catalogue_items": data.catalogue_items}
+    if params.als.enabled:
         scorer, chosen = baselines.tune_als(
-            data.train_users, data.train_items, data.num_users, model.config.num_items, params.als,
+            data.train_users, data.train_items, data.num_users, items, params.als,
             lambda s: validation_recall(s, data, k, params.memory_mb),
         )
-        result["baseline"]["als"] = {**_rounded(evaluate(*scorer, data, params).metrics), **_rounded(chosen)}
-    elif params.als.enabled:
-        print('evaluate: the ALS baseline needs `implicit` (pip install -e ".[als]"); skipped', file=sys.stderr)
+        reports["als"] = evaluate(*scorer, data, params, "ALS")
+        report["als"] = _rounded({"grid": params.als.grid, **chosen})
     write_json(where.ablation_report, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
     with atomic_path(where.plots) as tmp:
-        write_plots(report, baseline, tmp)
-    write_json(where.eval_report, result)
-    print(
-        f"evaluate: {result['users_evaluated']} users, {result['catalogue_items']} items; model recall@{k} "
-        f"{result[f'recall@{k}']:.4f} ndcg@{k} {result[f'ndcg@{k}']:.4f} auc {result['auc']:.4f}; popularity "
-        f"recall@{k} {baseline.metrics[f'recall@{k}']:.4f} ndcg@{k} {baseline.metrics[f'ndcg@{k}']:.4f}"
-        + (f"; ALS recall@{k} {result['baseline']['als'][f'recall@{k}']:.4f} ndcg@{k} "
-           f"{result['baseline']['als'][f'ndcg@{k}']:.4f}" if "als" in result["baseline"] else "")
-    )
+        write_plots(reports["model"], reports["popularity"], tmp)
+    write_json(where.eval_report, report)
+    write_json(where.eval_metrics, {name: _rounded(r.metrics) for name, r in reports.items()})
+    scores = "; ".join(f"{name} recall@{k} {r.metrics[f'recall@{k}']:.4f} ndcg@{k} {r.metrics[f'ndcg@{k}']:.4f}"
+                       for name, r in reports.items())
+    print(f"evaluate: {users} test users, {data.catalogue_items} items; {scores}")
 
 
 if __name__ == "__main__":

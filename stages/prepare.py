@@ -18,8 +18,10 @@ def main() -> None:
         write_prepared(prepared, tmp)
     write_json(where.data_report, prepared.report)
     r = prepared.report
-    print(f"prepare: {r['interactions']} interactions, {r['users']} users, {r['items']} items, "
-          f"splits {r['splits']}, coverage {r['coverage']}")
+    splits = ", ".join(f"{name} {count}" for name, count in r["splits"].items())
+    coverage = ", ".join(f"{name} {share:.0%}" for name, share in r["coverage"].items())
+    print(f"prepare: {r['interactions']} interactions, {r['users']} users, {r['items']} items; "
+          f"splits {splits}; items with {coverage}")
 
 
 if __name__ == "__main__":

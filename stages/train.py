@@ -69,21 +69,20 @@ def train(prepared: Prepared, sampler: str, model_params: config.ModelParams, pa
     if not dist.is_main:
         return
     two_tower.load_state_dict(result.state_dict)
-    summary = {
-        "sampler": sampler,
-        "best_epoch": result.best_epoch,
-        "epochs_run": len(result.history),
-        f"val_recall@{params.k}": result.best_recall,
-        "examples": len(examples),
-    }  # no timings here: tracked outputs stay byte-identical across runs
+    recall = f"val_recall@{params.k}"
+    # no timings in outputs: they stay byte-identical across runs
+    metrics = {recall: round(result.best_recall, 6), "best_epoch": result.best_epoch}
+    report = {**metrics, "sampler": sampler, "epochs_run": len(result.history), "examples": len(examples)}
     with atomic_path(where.model) as tmp:
         torch.save({**two_tower.checkpoint(), "sampler": sampler, "best_epoch": result.best_epoch}, tmp)
-    write_json(where.train_report, summary)
+    write_json(where.train_metrics, metrics)
+    write_json(where.train_report, report)
     Path(where.train_state).unlink(missing_ok=True)  # finished: nothing left to resume
     profile.record("train", sampler=sampler, seconds=result.seconds, examples=len(examples),
                    positives_per_second=result.positives_per_second, processes=dist.world)
-    print(f"train: {summary}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s (steady state)"
-          + (f", {dist.world} processes" if dist.world > 1 else ""))
+    print(f"train: {sampler}, best epoch {result.best_epoch} of {len(result.history)}, {recall} "
+          f"{result.best_recall:.4f}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s "
+          "(steady state)" + (f", {dist.world} processes" if dist.world > 1 else ""))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""Bad raw input thrown at the prepare stage: each case is counted in metrics/data.json or stops
+"""Bad raw input thrown at the prepare stage: each case is counted in reports/data.json or stops
 with one clear line, and nothing half-written is left behind."""
 
 import gzip
@@ -38,7 +38,7 @@ GOOD = [review(f"U{u}", f"I{i}", 1_400_000_000 + 86400 * (u + i)) for u in range
 
 
 def run(tmp_path: Path, monkeypatch, capsys, files: dict[str, bytes], **prepare) -> tuple[int, str, dict | None]:
-    """Write raw files, run the prepare stage in tmp_path, return (exit code, stderr, data.json)."""
+    """Write raw files, run the prepare stage in tmp_path, return (exit code, stderr, reports/data.json)."""
     raw = tmp_path / "data/raw/x"
     raw.mkdir(parents=True)
     for name, content in files.items():
@@ -53,7 +53,7 @@ def run(tmp_path: Path, monkeypatch, capsys, files: dict[str, bytes], **prepare)
     except SystemExit as exc:
         code = exc.code
     err = capsys.readouterr().err
-    data = tmp_path / "metrics/data.json"
+    data = tmp_path / "reports/data.json"
     if code:
         assert not data.exists() and not (tmp_path / "data/prepared").exists()  # nothing half-written
         assert len(err.strip().splitlines()) == 1 and err.startswith("error: ") and "Traceback" not in err

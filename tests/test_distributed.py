@@ -96,7 +96,7 @@ def train_with(workdir: Path, processes: int) -> tuple[dict, dict, list[str]]:
     (workdir / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     result = run_stage(workdir, "train")
     checkpoint = torch.load(workdir / "models/model.pt", weights_only=True)
-    return json.loads((workdir / "metrics/train.json").read_text()), checkpoint, result.stdout.splitlines()
+    return json.loads((workdir / "reports/train.json").read_text()), checkpoint, result.stdout.splitlines()
 
 
 VAL_RECALL_TOLERANCE = 0.01  # the same batches and gradients; only float summation order differs
@@ -114,6 +114,7 @@ def test_two_process_train_stage_writes_one_checkpoint_and_matches_one_process(w
     TwoTower.from_checkpoint(ckpt2)  # loads
     assert sorted(p.name for p in (workdir / "models").iterdir()) == ["model.pt"]  # no state, no temporaries
     assert not list(workdir.glob(".*.tmp")) and not list((workdir / "metrics").glob(".*.tmp"))
+    assert not list((workdir / "reports").glob(".*.tmp"))
     steps = (workdir / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()
     assert len(steps) == 1 + two["epochs_run"]  # logged once, by rank 0
 

@@ -90,7 +90,7 @@ def test_popularity_baseline_matches_a_brute_force_ranking(data, interactions):
     m = report.metrics
     for key in ("auc", "accuracy", "auc_also_view", "recall@10", "ndcg@10", "hit_rate@10", "mrr", "coverage@10"):
         assert 0 <= m[key] <= 1, key
-    assert m["users_evaluated"] == len(data.test.holdout.users)
+    assert report.users_evaluated == len(data.test.holdout.users) and "users_evaluated" not in m  # a count, not a metric
     assert len(report.recall_curve) == PARAMS.curve_max_k
     assert report.recall_curve[9] == pytest.approx(m["recall@10"])
 
@@ -165,3 +165,23 @@ def test_known_before_test_train_only_hides_the_val_item(prepared, data):
     for field in ("indptr", "indices"):
         np.testing.assert_array_equal(getattr(strict.test.known, field), getattr(data.val.known, field))
     assert torch.equal(strict.test.holdout.exclude[1], data.test.holdout.exclude[1])  # val items still excluded
+
+
+def test_als_enabled_without_its_library_is_one_line_error(monkeypatch):
+    import sys
+
+    from gamerec.baselines import require_als
+    from gamerec.errors import GamerecError
+
+    monkeypatch.setitem(sys.modules, "implicit.als", None)  # as if it were not installed
+    with pytest.raises(GamerecError, match=r"^evaluate.als.enabled = true but the ALS library cannot be imported") as err:
+        require_als()
+    assert "\n" not in str(err.value) and "evaluate.als.enabled: false" in str(err.value)
+
+
+def test_the_als_grid_param_picks_the_small_or_the_full_grid():
+    from gamerec.config import AlsParams, parse
+
+    small, full = parse(AlsParams, {}, "evaluate.als"), parse(AlsParams, {"grid": "full"}, "evaluate.als")
+    assert (small.points.factors, small.points.regularization, small.points.alpha) == ([32, 128], [1.0], [10.0])
+    assert len(full.points.factors) * len(full.points.regularization) * len(full.points.alpha) == 18

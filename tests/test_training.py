@@ -171,3 +171,20 @@ def test_a_sampled_holdout_keeps_each_users_own_rows(prepared):
             f = row_of[user]
             assert torch.equal(mine[1][mine[0][r]: mine[0][r + 1]], theirs[1][theirs[0][f]: theirs[0][f + 1]])
     assert torch.equal(part.items, part.targets[1]) and len(part.owner) == len(part.items)
+
+
+def test_the_epoch_bar_ends_at_the_epoch_where_early_stopping_ended_training(prepared, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # bars show on a terminal only
+            return True
+
+    screen = Terminal()
+    monkeypatch.setattr(sys, "stderr", screen)
+    model, ex, val, params = build(prepared, "in_batch", epochs=30, patience=1, lr=0.05)
+    result = fit(model, ex, val, params, progress=True)
+    epochs = len(result.history)
+    assert epochs < 30  # it did stop early
+    assert f"| {epochs}/{epochs} [" in screen.getvalue().rstrip("\n").split("\r")[-1]  # 100%, not 7/30

@@ -14,8 +14,10 @@ import scipy.sparse as sp
 import torch
 from threadpoolctl import threadpool_limits
 
+from gamerec import progress
 from gamerec.config import AlsParams
 from gamerec.csr import Csr
+from gamerec.errors import GamerecError
 
 UserEmbedder = Callable[[torch.Tensor, Csr], torch.Tensor]  # (user ids, what they chose before)
 Scorer = tuple[UserEmbedder, torch.Tensor]
@@ -30,12 +32,15 @@ def popularity(train_counts: torch.Tensor) -> Scorer:
     return (lambda users, known: torch.ones(len(users), 1)), torch.log1p(train_counts.double()).float()[:, None]
 
 
-def als_available() -> bool:
+def require_als() -> None:
+    """ALS is enabled by default: a missing or broken `implicit` is one error line, never a silent skip."""
     try:
-        import implicit  # noqa: F401
-    except ImportError:
-        return False
-    return True
+        import implicit.als  # noqa: F401
+    except ImportError as exc:
+        raise GamerecError(
+            f"evaluate.als.enabled = true but the ALS library cannot be imported ({exc}); "
+            "reinstall the project (pip install -e .) or set evaluate.als.enabled: false"
+        ) from None
 
 
 def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int,
@@ -52,7 +57,8 @@ def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
     matrix = sp.csr_matrix((np.ones(len(users), np.float32), (users, items)), shape=(num_users, num_items))
     with threadpool_limits(1, "blas"):  # implicit parallelises itself; nested BLAS threads only slow it
         model = AlternatingLeastSquares(factors=factors, regularization=regularization, alpha=alpha,
-                                        iterations=iterations, random_state=seed, use_gpu=False)
+                                        iterations=iterations, random_state=seed, use_gpu=False,
+                                        num_threads=torch.get_num_threads())  # this stage's share of the cores
         model.fit(matrix, show_progress=False)
 
     def embed_users(users: torch.Tensor, known: Csr) -> torch.Tensor:
@@ -68,9 +74,12 @@ def fit_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int
 
 def tune_als(users: np.ndarray, items: np.ndarray, num_users: int, num_items: int, params: AlsParams,
              validate: Callable[[Scorer], float]) -> tuple[Scorer, dict[str, float]]:
-    """Fit ALS for every point of the params grid; keep the best by `validate` (validation recall)."""
+    """Fit ALS for every point of the chosen grid; keep the best by `validate` (validation recall)."""
+    require_als()
+    grid = params.points
     best: tuple[float, Scorer, dict[str, float]] | None = None
-    for factors, reg, alpha in itertools.product(params.factors, params.regularization, params.alpha):
+    points = list(itertools.product(grid.factors, grid.regularization, grid.alpha))
+    for factors, reg, alpha in progress.bar(points, desc=f"evaluate: ALS {params.grid} grid", unit="fit"):
         scorer = fit_als(users, items, num_users, num_items, factors, reg, alpha, params.iterations, params.seed)
         score = validate(scorer)
         if best is None or score > best[0]:

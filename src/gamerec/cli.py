@@ -93,4 +93,4 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """The `gamerec` console script."""
     args = parser().parse_args(argv)
-    run_stage(lambda: args.run(args), interrupted="interrupted")
+    run_stage(lambda: args.run(args), interrupted="interrupted", share_cores=False)

@@ -181,15 +181,29 @@ class TrainParams:
 
 
 @dataclass(frozen=True)
-class AlsParams:
-    """Params group `evaluate.als`: the ALS baseline and the grid searched on validation."""
+class AlsGrid:
+    """The points ALS is fit at: every combination of these (the best on validation recall is kept)."""
 
-    enabled: bool = True  # needs the optional `implicit` library (pip install -e ".[als]")
-    factors: list[int] = field(default_factory=lambda: [32, 64, 128], metadata={"min": 1})
-    regularization: list[float] = field(default_factory=lambda: [0.01, 0.1, 1.0], metadata={"min": 0.0})
-    alpha: list[float] = field(default_factory=lambda: [1.0, 10.0], metadata={"min": 0.0})
+    factors: list[int] = field(default_factory=lambda: [32, 128], metadata={"min": 1})
+    regularization: list[float] = field(default_factory=lambda: [1.0], metadata={"min": 0.0})
+    alpha: list[float] = field(default_factory=lambda: [10.0], metadata={"min": 0.0})
+
+
+@dataclass(frozen=True)
+class AlsParams:
+    """Params group `evaluate.als`: the ALS baseline and the grids it is tuned over on validation."""
+
+    enabled: bool = True
+    grid: Literal["small", "full"] = "small"  # which grid below ALS is tuned over
+    small: AlsGrid = field(default_factory=AlsGrid)  # the winners of the full grid on the data sets we know
+    full: AlsGrid = field(default_factory=lambda: AlsGrid([32, 64, 128], [0.01, 0.1, 1.0], [1.0, 10.0]))
     iterations: int = _range(1, default=15)
     seed: int = 0
+
+    @property
+    def points(self) -> AlsGrid:
+        """The chosen grid."""
+        return self.small if self.grid == "small" else self.full
 
 
 @dataclass(frozen=True)
@@ -234,12 +248,15 @@ class Paths:
     synthetic: str  # the embedded data set's raw files
     prepared: str  # prepare's folder (gamerec.prepared reads it)
     negatives: str  # one folder per sampler
+    chosen_sampler: str  # the checked `sampler` param, which train depends on
     model: str  # the trained checkpoint
     train_state: str  # an unfinished train's last epoch (not a DVC output)
     live: str  # DVCLive's folder of training curves
     serving: str  # export's folder: what `gamerec recommend/serve` read
     plots: str  # evaluate's curves
-    data_report: str
+    train_metrics: str  # the headline metrics, committed to git: `dvc metrics diff` needs no remote
+    eval_metrics: str
+    data_report: str  # the stages' reports: outputs, not metrics
     sampling_reports: str  # one <sampler>.json each
     train_report: str
     eval_report: str

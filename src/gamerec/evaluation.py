@@ -139,6 +139,7 @@ class Report:
     metrics: dict[str, float]
     roc: tuple[list[float], list[float]]  # (fpr grid, tpr)
     recall_curve: list[float]  # recall@K for K = 1..curve_max_k
+    users_evaluated: int = 0  # test users ranked
     ranking_seconds: float = 0.0  # wall time of the full-catalogue ranking of the test users
 
 
@@ -168,14 +169,15 @@ def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) 
 
 
 @torch.no_grad()
-def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, params: EvaluateParams) -> Report:
-    """Every metric of the protocol for one scorer (score = user embedding . item embedding)."""
+def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, params: EvaluateParams,
+             name: str = "a scorer") -> Report:
+    """Every metric of the protocol for one scorer (score = user embedding . item embedding); `name` labels its progress."""
     test, val = data.test, data.val
     test_emb = embed_users(test.holdout.users, test.known)
     val_emb = embed_users(val.holdout.users, val.known)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
     start = time.perf_counter()
-    ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb)
+    ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}")
     ranking_seconds = time.perf_counter() - start
     n_users = len(test.holdout.users)
     result = metrics.ranking_metrics(ranks, test.holdout.owner, n_users, params.k)
@@ -185,10 +187,8 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     threshold = metrics.best_threshold(*_pair_scores(val_emb, item_emb, val.balanced))
     result["accuracy"] = metrics.accuracy(*_pair_scores(test_emb, item_emb, test.balanced), threshold)
     result["auc_also_view"] = metrics.auc(*_pair_scores(test_emb, item_emb, data.also_view))
-    result["users_evaluated"] = n_users
-    result["catalogue_items"] = data.catalogue_items
     curve = metrics.recall_curve(ranks, test.holdout.owner, n_users, params.curve_max_k)
-    return Report(result, roc, curve, ranking_seconds)
+    return Report(result, roc, curve, n_users, ranking_seconds)
 
 
 @torch.no_grad()

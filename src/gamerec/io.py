@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -65,10 +66,21 @@ def _hash_file(digest, path: Path):
     return digest
 
 
+def strict(obj: Any) -> Any:
+    """`obj` with every NaN or infinity replaced by None: what cannot be computed is null in JSON."""
+    if isinstance(obj, dict):
+        return {key: strict(value) for key, value in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [strict(value) for value in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    return obj
+
+
 def write_json(path: str | Path, obj: Any) -> None:
-    """Write `obj` as indented, key-sorted JSON, atomically (stable bytes for DVC metrics)."""
+    """Write `obj` as indented, key-sorted, strict JSON (NaN as null), atomically: stable bytes for DVC."""
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        tmp.write_text(json.dumps(strict(obj), indent=2, sort_keys=True, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def write_table(path: Path, frame: pd.DataFrame, vectors: np.ndarray | None = None, **lists: Csr) -> None:

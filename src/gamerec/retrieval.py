@@ -11,6 +11,7 @@ from collections.abc import Iterator
 
 import torch
 
+from gamerec import progress
 from gamerec.csr import Csr
 from gamerec.metrics import ranking_metrics
 from gamerec.prepared import Holdout
@@ -30,15 +31,17 @@ def masked_score_chunks(
     item_emb: torch.Tensor,
     exclude: Csr,
     memory_mb: float,
+    progress_desc: str | None = None,
 ) -> Iterator[tuple[slice, torch.Tensor]]:
     """Yield (row slice, scores) of user_emb @ item_emb.T, excluded items set to -inf.
 
     `exclude` is a CSR whose row r lists the items to hide from user_emb row r; column 0
-    (the unknown item) is always hidden.
+    (the unknown item) is always hidden. `progress_desc` shows a progress bar of the chunks.
     """
     exclude = Csr(*exclude)
     step = chunk_rows(len(item_emb), memory_mb)
-    for start in range(0, len(user_emb), step):
+    starts = range(0, len(user_emb), step)
+    for start in progress.bar(starts, show=progress_desc is not None, desc=progress_desc, unit="chunk"):
         rows = slice(start, min(start + step, len(user_emb)))
         scores = user_emb[rows] @ item_emb.T
         scores[:, 0] = float("-inf")
@@ -65,6 +68,7 @@ def rank_and_top_k(
     targets: Csr | None,
     k: int,
     memory_mb: float = 512,
+    progress_desc: str | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of each target among its user's non-excluded items, and each user's top k.
 
@@ -77,7 +81,7 @@ def rank_and_top_k(
         return _rank_shared((item_emb @ user_emb[0]).reshape(-1), exclude, targets, k, len(user_emb))
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
-    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb):
+    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc):
         top[rows] = torch.topk(scores, k, dim=1).indices
         if targets is None:
             continue
@@ -93,9 +97,9 @@ def rank_and_top_k(
 
 
 def rank_holdout(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int,
-                 memory_mb: float) -> tuple[torch.Tensor, torch.Tensor]:
+                 memory_mb: float, progress_desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of every held-out item and each user's top k (`user_emb` row r = holdout.users[r])."""
-    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb)
+    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb, progress_desc)
 
 
 def holdout_recall(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float) -> float:

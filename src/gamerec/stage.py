@@ -5,7 +5,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 
-from gamerec import config
+from gamerec import config, cores
 from gamerec.errors import GamerecError
 
 STAGE_INTERRUPTED = "interrupted: no output was half-written; rerun the stage to start again (train resumes)"
@@ -16,8 +16,13 @@ def paths() -> config.Paths:
     return config.load(config.Paths, "paths")
 
 
-def run_stage(main: Callable[[], None], interrupted: str = STAGE_INTERRUPTED) -> None:
-    """Call `main`; print a `GamerecError` as `error: <message>` and exit with status 1 (130 on Ctrl-C)."""
+def run_stage(main: Callable[[], None], interrupted: str = STAGE_INTERRUPTED, share_cores: bool = True) -> None:
+    """Call `main`; print a `GamerecError` as `error: <message>` and exit with status 1 (130 on Ctrl-C).
+
+    A stage takes its share of the cores with the stages running beside it (`gamerec.cores`).
+    """
+    if share_cores:
+        cores.join()
     try:
         main()
     except GamerecError as exc:
@@ -26,3 +31,6 @@ def run_stage(main: Callable[[], None], interrupted: str = STAGE_INTERRUPTED) ->
     except KeyboardInterrupt:
         print(interrupted, file=sys.stderr)
         sys.exit(130)
+    finally:
+        if share_cores:
+            cores.leave()

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pandas as pd
 import torch
-from tqdm import tqdm
 
-from gamerec import losses
+from gamerec import cores, losses
+from gamerec import progress as progress_bar
 from gamerec.config import TrainParams
 from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
@@ -134,6 +134,7 @@ class TrainResult:
 
 
 WARMUP_BATCHES = 10
+LONG_EPOCH_BATCHES = 500  # an epoch of this many batches or more shows its own progress bar
 
 
 @dataclass
@@ -187,11 +188,14 @@ def fit(
     sparse = model.sparse_tables()
     net = dist.wrap(model, sparse)
     model.train()
-    bar = tqdm(range(first_epoch, params.epochs + 1), desc="train", unit="epoch", disable=not progress)
+    bar = progress_bar.bar(range(first_epoch, params.epochs + 1), show=progress, desc="train", unit="epoch",
+                           initial=first_epoch - 1, total=params.epochs)
     for epoch in bar:
         if waited >= params.patience:
+            bar.total = epoch - 1  # early stopping: the bar ends where training did
             break
-        total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock)
+        cores.rebalance()  # a stage that started or ended beside this one changes our share
+        total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress)
         recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb) if dist.is_main else 0.0)
         row = {"epoch": epoch, "loss": total / len(ex), f"val_recall@{params.k}": recall}
         best.history.append(row)
@@ -205,6 +209,7 @@ def fit(
             waited += 1
         if resume:
             _save_state(resume, model, opts, generator, dist, best, epoch, waited)
+    bar.close()
     model.to("cpu")
     best.seconds = time.perf_counter() - start
     best.positives_per_second = clock.positives / clock.seconds if clock.seconds else float("nan")
@@ -213,11 +218,13 @@ def fit(
 
 def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opts: list[torch.optim.Optimizer],
            sparse: list[torch.nn.Parameter], batch_size: int, generator: torch.Generator, dist: Dist,
-           clock: _Clock) -> float:
+           clock: _Clock, progress: bool = False) -> float:
     """One pass over the examples in a new shuffled order; returns the summed loss of every row."""
     order = torch.randperm(len(ex), generator=generator)
+    batches = torch.split(order, batch_size)
+    shown = progress and len(batches) >= LONG_EPOCH_BATCHES  # a bar of its own only when an epoch takes a while
     total = 0.0
-    for idx in torch.split(order, batch_size):
+    for idx in progress_bar.bar(batches, show=shown, desc="epoch", unit="batch", leave=False):
         if len(idx) < dist.world:  # the epoch's last, short batch cannot give every process a row
             continue
         started = time.perf_counter()

@@ -29,6 +29,7 @@ import numpy as np
 import orjson
 import pandas as pd
 
+from gamerec import progress
 from gamerec.data.prices import parse_price
 from gamerec.errors import GamerecError
 
@@ -53,6 +54,7 @@ _IGNORED_SUFFIXES = (".dvc", ".md", ".txt")
 _INT64 = np.iinfo(np.int64)
 # How far `_sniff` looks for a first usable record before falling back to the file name.
 _SNIFF_LINES = 1000
+PROGRESS_LINES = 10_000  # lines read between two updates of the progress bar
 
 
 @dataclass
@@ -370,14 +372,17 @@ def _is_gzip(path: Path) -> bool:
         return handle.read(2) == b"\x1f\x8b"
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
-    """Yield (1-based line number, raw bytes), turning read failures into GamerecError."""
+def _lines(path: Path, show: bool = False) -> Iterator[tuple[int, bytes]]:
+    """Yield (1-based line number, raw bytes), turning read failures into GamerecError; `show`: a progress bar."""
     line_number = 0
     try:
         opener = gzip.open if _is_gzip(path) else open
-        with opener(path, "rb") as handle:
+        with opener(path, "rb") as handle, progress.bar(desc=f"prepare: {path.name}", unit=" lines",
+                                                          unit_scale=True, show=show) as shown:
             for line_number, raw in enumerate(handle, 1):
                 yield line_number, raw
+                if line_number % PROGRESS_LINES == 0:
+                    shown.update(PROGRESS_LINES)
     except (EOFError, zlib.error, gzip.BadGzipFile) as error:
         raise GamerecError(
             f"{path}: gzip data is truncated or not gzip after {line_number} lines ({error}); "
@@ -457,7 +462,7 @@ def _read_lines(
     """Stream `path`, turning each non-blank line into a row or counting it as bad."""
     stats = _FileStats()
     data_rows = 0  # position among non-blank lines, the time of a CSV without timestamps
-    for line_number, raw in _lines(path):
+    for line_number, raw in _lines(path, show=True):
         if not raw.strip():
             continue  # blank lines (often a trailing newline) are not corrupt
         if skip_first:
