@@ -1,11 +1,11 @@
-"""The reference loop: how the older project fed the same model, one example at a time.
+"""The reference loop: the same model fed one example at a time, as a per-row Dataset would.
 
-A per-row `torch.utils.data.Dataset` returns one training example as a dict of tensors (its
-user's history window cut in Python, its item's brand, price and description tokens); the
-DataLoader's default collate stacks them, with descriptions padded to the longest in the
-batch; batches of 512. The model, loss and optimiser are gamerec's own, so the only
-difference from `gamerec.training.fit` is the data path: `naive_loss` equals `batch_loss`
-on the same rows (tests/test_bench.py checks it).
+A per-row `torch.utils.data.Dataset` returns one training example (a positive and its
+negatives) as a dict of tensors: its user's history window cut in Python, each item's
+brand, price and description tokens; the DataLoader's default collate stacks them, with
+descriptions padded to the longest in the batch; batches of `train.batch_size` positives. The
+model, loss and optimiser are gamerec's own, so the only difference from
+`gamerec.training.fit` is the data path: `naive_loss` equals `batch_loss` on the same positives (tests/test_bench.py checks it).
 
 Usage (prints one JSON object): python bench/naive.py --workdir DIR --sampler NAME [--batches N]
 """
@@ -32,9 +32,6 @@ from gamerec.prepared import ItemFeatures, Prepared
 from gamerec.samplers import read_negatives
 from gamerec.training import Examples
 
-BATCH_SIZE = 512  # the older project's batch
-
-
 class PerRowExamples(Dataset):
     """One training example per index, built from plain arrays on every call."""
 
@@ -58,29 +55,33 @@ class PerRowExamples(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         ex, f = self.ex, self.features
-        user, item, positive = int(ex.users[i]), int(ex.items[i]), int(ex.positives[i])
-        tokens = f.text.indices[f.text.indptr[item]: f.text.indptr[item + 1]]
+        user, positive = int(ex.users[i]), int(ex.positives[i])
+        items = [positive, *ex.negatives[i].tolist()]  # 0: no negative (padding)
         row = {
             "user": torch.tensor(user),
-            "item": torch.tensor(item),
-            "label": torch.tensor(float(ex.labels[i])),
+            "positive": torch.tensor(positive),
             "weight": torch.tensor(float(ex.weights[i])),
-            "brand": torch.tensor(int(f.brand[item])),
-            "price": torch.tensor([f.log_price_z[item], float(f.price_missing[item])], dtype=torch.float32),
-            "description": torch.tensor(tokens, dtype=torch.long),
+            "negatives": ex.negatives[i].clone(),
+            "log_q": torch.tensor(float(ex.log_q[i])),
+            "brand": torch.tensor([int(f.brand[item]) for item in items]),
+            "price": torch.tensor([[f.log_price_z[item], float(f.price_missing[item])] for item in items],
+                                  dtype=torch.float32),
+            "description": [torch.tensor(f.text.indices[f.text.indptr[item]: f.text.indptr[item + 1]], dtype=torch.long)
+                            for item in items],
         }
+        if ex.neg_log_q is not None:
+            row["neg_log_q"] = ex.neg_log_q[i].clone()
         if self.cfg.history:
             row["history"] = self._window(user, positive)
-        if ex.log_q is not None:
-            row["log_q"] = torch.tensor(float(ex.log_q[i]))
         return row
 
 
 def pad_collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
-    """The default collate, with descriptions padded (token 0) to the longest in the batch."""
-    descriptions = [row.pop("description") for row in rows]
+    """The default collate, with each item's description padded (token 0) to the longest in the batch."""
+    descriptions = [bag for row in rows for bag in row.pop("description")]  # row-major: positive, then negatives
     batch = default_collate(rows)
-    batch["description"] = pad_sequence(descriptions, batch_first=True, padding_value=0)
+    padded = pad_sequence(descriptions, batch_first=True, padding_value=0)
+    batch["description"] = padded.reshape(len(rows), -1, padded.shape[-1])
     return batch
 
 
@@ -88,12 +89,14 @@ def _normalized(model: TwoTower, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1) if model.config.arch.normalize else x
 
 
-def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], logq: bool) -> torch.Tensor:
-    """The sampler's loss computed from a collated batch with the model's own layers."""
-    items, tower = batch["item"], model.item_tower
+def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], params: config.TrainParams, loss_name: str,
+               seen: torch.Tensor | None = None) -> torch.Tensor:
+    """The loss of a collated batch, the embeddings computed from it with the model's own layers."""
+    tower, b = model.item_tower, len(batch["user"])
+    items = torch.cat([batch["positive"][:, None], batch["negatives"]], dim=1)  # [b, 1 + K]
     parts = [tower.item(items), tower.brand(batch["brand"]), tower.price(batch["price"]),
-             tower.text(batch["description"])]  # a [B, L] bag with padding_idx 0: mean of the real tokens
-    item_emb = _normalized(model, tower.mlp(torch.cat(parts, dim=-1)))
+             tower.text(batch["description"].reshape(items.numel(), -1)).reshape(*items.shape, -1)]
+    item_emb = _normalized(model, tower.mlp(torch.cat(parts, dim=-1)))  # a [B, L] bag, padding_idx 0: mean of real tokens
     users = model.user_tower
     parts = [users.embedding(batch["user"])] if users.embedding is not None else []
     if users.pooled:
@@ -104,27 +107,24 @@ def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], logq: bool) -> t
         total = (users.item_embedding(history) * weight[..., None]).sum(1)
         parts.append(total / weight.sum(1).clamp(min=1e-6)[:, None])
     user_emb = _normalized(model, users.mlp(torch.cat(parts, dim=-1)))
-    scale = model.logit_scale()
-    if "log_q" not in batch:  # the library's weighted BCE
-        return losses.bce((user_emb * item_emb).sum(-1) * scale, batch["label"], batch["weight"],
-                          1 / float(batch["weight"].sum()))
-    # the library's batch softmax, fed these embeddings instead of the model's forward
-    ones = torch.ones(len(items))
-    rows = losses.Batch(users=items, items=items, positives=items, labels=ones, weights=ones, batch_items=items,
-                        batch_log_q=batch["log_q"] if logq else None, total_weight=float(len(items)),
-                        size=len(items), offset=0)
-    softmax = losses.BatchSoftmax(losses.Setup(scale, model.config.num_items, logq, 0, torch.Generator()))
-    return softmax(lambda *_: (user_emb, item_emb), rows, Dist())
+    # the library's loss, given these embeddings in the order its one forward would return them
+    flat = torch.cat([item_emb[:, 0], item_emb[:, 1:].reshape(-1, item_emb.shape[-1])])
+    rows = losses.Batch(users=batch["user"], positives=batch["positive"], weights=batch["weight"],
+                        negatives=batch["negatives"], neg_log_q=batch.get("neg_log_q"), batch_users=batch["user"],
+                        batch_positives=batch["positive"], batch_log_q=batch["log_q"], offset=0)
+    setup = losses.Setup(model.logit_scale(), model.config.num_items, params.logq, 0, torch.Generator(), seen)
+    return losses.make(loss_name, setup)(lambda *_: (user_emb, flat), rows, Dist())
 
 
-def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, batches: int, warmup: int) -> dict:
+def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, loss_name: str, batches: int,
+            warmup: int, seen: torch.Tensor | None = None) -> dict:
     """Train `warmup` + `batches` batches; the steady-state rate counts the last `batches`."""
     opts = model.configure_optimizers(params)
     model.train()
     seconds, positives, done = 0.0, 0, 0
     start = time.perf_counter()
     for batch in loader:  # loading counts: it is the point of the comparison
-        loss = naive_loss(model, batch, params.logq)
+        loss = naive_loss(model, batch, params, loss_name, seen)
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -134,7 +134,7 @@ def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, bat
         now = time.perf_counter()
         if done > warmup:
             seconds += now - start
-            positives += int((batch["label"] > 0).sum())
+            positives += len(batch["user"])
         start = now
         if done >= warmup + batches:
             break
@@ -161,9 +161,11 @@ def main() -> None:
     parser.add_argument("--batches", type=int, default=30, help="timed batches, after 5 of warm-up")
     args = parser.parse_args()
     model, _, dataset, params = load(args.workdir, args.sampler)
-    loader = DataLoader(dataset, batch_size=BATCH_SIZE, shuffle=True, collate_fn=pad_collate,
+    loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True, collate_fn=pad_collate,
                         generator=torch.Generator().manual_seed(params.seed))
-    json.dump(measure(model, loader, params, args.batches, warmup=5), sys.stdout)
+    loss_name = dataset.ex.loss if params.loss == "auto" else params.loss
+    seen = dataset.ex.seen(model.config.num_items) if params.mask_seen else None
+    json.dump(measure(model, loader, params, loss_name, args.batches, warmup=5, seen=seen), sys.stdout)
     print()
 
 

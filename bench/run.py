@@ -36,6 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import machine  # noqa: E402  (bench/ is a folder of scripts, not a package)
 
+from gamerec import samplers  # noqa: E402
 from gamerec.config import ModelParams, parse  # noqa: E402
 from gamerec.model import ModelConfig  # noqa: E402
 from gamerec.prepared import Prepared  # noqa: E402
@@ -59,6 +60,8 @@ class Bench:
         params = yaml.safe_load((REPO / "params.yaml").read_text())
         params["synthetic"].update(SIZES[size])
         params["train"]["epochs"] = 1
+        if size == "tiny":  # batches of 64 positives: enough of them past the warm-up to time
+            params["train"]["batch_size"] = 64
         params["evaluate"]["als"]["enabled"] = False
         self.params = params
         self.write_params()
@@ -150,7 +153,9 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))
         ours = bench.figures("train", sampler=s)["positives_per_second"]
         ex = examples[s]
-        flops = cfg.flops_per_positive(s == "in_batch", batch_size, ex["examples"] / ex["positives"],
+        loss = bench.params["train"]["loss"]
+        loss = samplers.get(s).loss if loss == "auto" else loss
+        flops = cfg.flops_per_positive(loss, batch_size, ex["negatives_per_positive"],
                                        shapes["tokens_per_item"], shapes["history_per_user"])
         step.update({
             "examples": ex["examples"],

@@ -3,7 +3,8 @@
 from pathlib import Path
 
 from gamerec import baselines, config, profile
-from gamerec.evaluation import Report, evaluate, feature_ablation, load_eval_data, model_scorer, validation_recall
+from gamerec.evaluation import (Report, evaluate, feature_ablation, load_eval_data, model_scorer, validation_recall,
+                                write_ranks)
 from gamerec.io import atomic_path, write_json
 from gamerec.model import TwoTower, load_checkpoint
 from gamerec.prepared import Prepared
@@ -45,6 +46,10 @@ def main() -> None:
         )
         reports["als"] = evaluate(*scorer, data, params, "ALS")
         report["als"] = _rounded({"grid": params.als.grid, **chosen})
+    report["intervals"] = {name: {metric: [round(lo, 6), round(hi, 6)] for metric, (lo, hi) in r.intervals.items()}
+                           for name, r in reports.items()}
+    with atomic_path(where.ranks) as tmp:
+        write_ranks(tmp, data.test.holdout, {name: r.ranks for name, r in reports.items()})
     write_json(where.ablation_report, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
     with atomic_path(where.plots) as tmp:
         write_plots(reports["model"], reports["popularity"], tmp)

@@ -18,7 +18,12 @@ from gamerec.prepared import Prepared
 from gamerec.samplers import sample
 from gamerec.training import Examples, batch_loss, loss_for
 
-CASES = [("in_batch", 0, "lazy_adam"), ("in_batch", 7, "adam"), ("out_batch", 0, "lazy_adam"), ("also_view", 0, "adam")]
+CASES = [  # (sampler, mixed negatives, optimizer, loss): each negative set under each kind of loss
+    ("in_batch", 0, "lazy_adam", "auto"), ("in_batch", 7, "adam", "auto"), ("in_batch", 0, "lazy_adam", "bce"),
+    ("out_batch", 0, "lazy_adam", "auto"), ("out_batch", 0, "adam", "sampled_softmax"),
+    ("also_view", 0, "adam", "auto"), ("also_view", 0, "lazy_adam", "batch_softmax"),
+    ("mined", 0, "adam", "exact_softmax"),
+]
 BATCH = 101  # odd: the two processes' parts differ in size
 
 
@@ -36,9 +41,9 @@ def build(folder: Path, sampler: str, mixed: int) -> tuple[model.TwoTower, Examp
 
 def loss_and_grads(prepared: Path, case: tuple, dist: distributed.Dist) -> tuple[float, dict]:
     """The batch's loss and every parameter's gradient (dense), as this job computes them."""
-    sampler, mixed, optimizer = case
+    sampler, mixed, optimizer, loss_name = case
     two_tower, ex = build(prepared, sampler, mixed)
-    params = TrainParams(optimizer=optimizer)
+    params = TrainParams(optimizer=optimizer, loss=loss_name)
     two_tower.configure_optimizers(params)  # lazy_adam: the embedding tables get sparse gradients
     net = dist.wrap(two_tower, two_tower.sparse_tables())  # as `fit` does
     idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:BATCH]

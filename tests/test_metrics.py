@@ -96,3 +96,40 @@ def test_auc_and_roc_match_scikit_learn(ties):
         expected = [tpr_ref[np.isclose(fpr_ref, x)].max() if np.isclose(fpr_ref, x).any()
                     else np.interp(x, fpr_ref, tpr_ref) for x in grid]
         assert tpr == pytest.approx(expected, abs=1e-9)
+
+
+def test_user_scores_by_hand():
+    # user 0: targets ranked 1 and 20 (k = 10: recall 1/2); user 1: none; user 2: one target at rank 3
+    ranks, owner = torch.tensor([1, 20, 3]), torch.tensor([0, 0, 2])
+    scores = metrics.user_scores(ranks, owner, 3, 10)
+    assert scores["recall@10"].tolist() == [0.5, 1.0]  # users without a target are left out
+    ideal_two = 1 + 1 / np.log2(3)
+    assert scores["ndcg@10"].tolist() == pytest.approx([1 / ideal_two, 1 / np.log2(4)])
+    means = metrics.ranking_metrics(ranks, owner, 3, [10])
+    assert means["recall@10"] == pytest.approx(scores["recall@10"].mean())
+    assert means["ndcg@10"] == pytest.approx(scores["ndcg@10"].mean())
+
+
+def test_bootstrap_of_two_identical_scorers_contains_zero():
+    rng = np.random.default_rng(0)
+    hits = (rng.random(2000) < 0.3).astype(float)
+    diff, low, high = metrics.paired_difference(hits, hits.copy(), samples=200, seed=1)
+    assert diff == 0.0 and low <= 0.0 <= high
+
+
+def test_bootstrap_of_a_worse_scorer_by_construction_excludes_zero():
+    rng = np.random.default_rng(0)
+    hits = (rng.random(2000) < 0.3).astype(float)
+    worse = hits * (rng.random(2000) > 0.2)  # loses a fifth of its hits: about -0.06
+    diff, low, high = metrics.paired_difference(hits, worse, samples=200, seed=1)
+    assert diff < 0 and high < 0 and low <= diff <= high
+    low_a, high_a = metrics.interval(hits, samples=200, seed=1)
+    assert low_a < hits.mean() < high_a and high_a - low_a < 0.06  # about 4 standard errors of 0.01
+    assert metrics.interval(np.full(50, 0.25), samples=50) == (0.25, 0.25)
+
+
+def test_popularity_percentile_by_hand():
+    counts = torch.tensor([0, 10, 5, 5, 1])  # catalogue items 1..4; item 0 unknown
+    # less popular than item 1: 3 of 3 others -> 100; items 2 and 3 tie: 1 below + half a tie -> 50; item 4: 0
+    top = torch.tensor([[1, 2], [4, -1]])
+    assert metrics.popularity_percentile(top, counts) == pytest.approx((100 + 50 + 0) / 3)

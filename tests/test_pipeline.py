@@ -69,9 +69,12 @@ def make_repo(root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
+    """The tiny pipeline reproduced and committed, as a maintainer leaves main (lock and small outputs in git)."""
     repo = make_repo(tmp_path_factory.mktemp("e2e"))
     result = dvc(repo, "repro")
     assert result.returncode == 0, result.stdout + result.stderr
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "reproduced"]):
+        assert run(repo, *cmd).returncode == 0, cmd
     return repo
 
 
@@ -93,9 +96,11 @@ def test_second_repro_has_nothing_to_run(repo):
     assert result.returncode == 0
     assert "Running stage" not in result.stdout
     assert "up to date" in result.stdout
-    # cached outputs are ignored by git; the lock and the small committed outputs are new files
-    status = run(repo, "git", "status", "--porcelain").stdout.split("\n")
-    assert sorted(line for line in status if line) == ["?? dvc.lock", "?? dvclive/", "?? metrics/", "?? plots/"]
+    # cached outputs are ignored by git, the lock and the small outputs committed: nothing changed
+    assert run(repo, "git", "status", "--porcelain").stdout == ""
+    tracked = run(repo, "git", "ls-files").stdout.split()
+    assert {"dvc.lock", "metrics/eval.json", "metrics/train.json", "plots/roc.csv"} <= set(tracked)
+    assert not [path for path in tracked if path.startswith(("data/", "models/", "reports/"))]
 
 
 def test_stage_list_shows_one_stage_per_sampler(repo):
@@ -184,11 +189,11 @@ def test_unknown_sampler_is_a_one_line_error_listing_valid_names(repo):
     assert "choose_sampler" in result.stdout + result.stderr  # stopped before train asked DVC for data/negatives/foo
     errors = [line for line in (result.stdout + result.stderr).splitlines() if line.startswith("error:")]
     assert result.returncode != 0 and "Traceback" not in result.stderr
-    assert errors == ["error: params: sampler = 'foo' is not valid; expected one of out_batch, in_batch, also_view"]
+    assert errors == ["error: params: sampler = 'foo' is not valid; expected one of out_batch, in_batch, also_view, mined"]
 
 
 EVAL_KEYS = ["auc", "accuracy", "auc_also_view", "recall@10", "recall@50", "ndcg@10", "ndcg@50",
-             "hit_rate@10", "hit_rate@50", "mrr", "coverage@10"]
+             "hit_rate@10", "hit_rate@50", "mrr", "coverage@10", "popularity_percentile@10"]
 
 
 def test_eval_json_has_every_metric_in_range_for_the_model_and_both_baselines(repo):
@@ -197,7 +202,7 @@ def test_eval_json_has_every_metric_in_range_for_the_model_and_both_baselines(re
     for report in result.values():
         assert sorted(report) == sorted(EVAL_KEYS) and not any("." in key for key in report)
         for key in EVAL_KEYS:
-            assert 0 <= report[key] <= 1, key
+            assert 0 <= report[key] <= (100 if key.startswith("popularity_percentile") else 1), key
         assert report["recall@10"] <= report["recall@50"] and report["hit_rate@10"] >= report["recall@10"] - 1e-9
     counts = json.loads((repo / "reports/evaluate.json").read_text())
     assert counts["users_evaluated"] > 0 and counts["catalogue_items"] > 0 and counts["als"]["grid"] == "small"
@@ -217,6 +222,42 @@ def test_metrics_diff_between_two_experiments_prints_changed_keys(repo):
     changed = [line.split("|")[2].strip() for line in diff.stdout.splitlines() if "metrics/eval.json" in line]
     assert "model.recall@10" in changed and "model.auc" in changed
     assert "popularity.recall@10" not in changed and "als.recall@10" not in changed  # baselines do not move
+
+
+def test_compare_says_whether_a_difference_is_beyond_noise(repo):
+    gamerec = str(Path(sys.executable).parent / "gamerec")
+    result = run(repo, gamerec, "compare", "slow", "fast")  # two experiments, read from DVC's cache
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert "A = slow, B = fast" in lines[0] and lines[1].startswith("recall@10") and lines[2].startswith("ndcg@10")
+    rows = json.loads(run(repo, gamerec, "compare", "workspace:popularity", "workspace:model", "--json").stdout)
+    scores = json.loads((repo / "metrics/eval.json").read_text())
+    for row in rows:  # the ranks file gives back the metrics evaluate wrote
+        assert row["a"] == pytest.approx(scores["popularity"][row["metric"]], abs=1e-6)
+        assert row["b"] == pytest.approx(scores["model"][row["metric"]], abs=1e-6)
+        assert row["difference"] == pytest.approx(row["b"] - row["a"])
+        assert row["interval"][0] <= row["difference"] <= row["interval"][1]
+        assert row["beyond_noise"] == (not row["interval"][0] <= 0 <= row["interval"][1])
+    same = json.loads(run(repo, gamerec, "compare", "workspace:als", "workspace:als", "--json").stdout)
+    assert all(row["difference"] == 0 and not row["beyond_noise"] for row in same)
+    bad = run(repo, gamerec, "compare", "workspace:nobody", "workspace")
+    assert bad.returncode == 1 and bad.stderr.startswith("error: scorer 'nobody' is not in the ranks")
+
+
+def test_tune_queues_a_grid_ranks_it_on_validation_and_applies_the_best(repo):
+    gamerec = str(Path(sys.executable).parent / "gamerec")
+    result = run(repo, gamerec, "tune", "--grid", "model.temperature=0.15", "--grid", "train.lr=0.002,0.05",
+                 "--set", "train.epochs=1", "--name", "tiny", "--jobs", "2", "--budget-minutes", "8")
+    assert result.returncode == 0, result.stdout + result.stderr
+    ranked = [line.split() for line in result.stdout.splitlines() if line.startswith("tiny-")]
+    assert sorted(row[0] for row in ranked) == ["tiny-1", "tiny-2"]
+    recalls = [float(row[2]) for row in ranked]
+    assert recalls == sorted(recalls, reverse=True)
+    best_lr = ranked[0][4].split("=")[1]  # name, "val_recall@10", value, temperature, lr
+    applied = yaml.safe_load((repo / "params.yaml").read_text())
+    assert str(applied["train"]["lr"]) == best_lr and applied["train"]["epochs"] == 1
+    assert "evaluate:" in dvc(repo, "status").stdout  # the search never evaluated on test
+    run(repo, "git", "checkout", "params.yaml")
 
 
 def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):

@@ -236,21 +236,40 @@ def test_also_view_chunking_gives_the_same_examples():
 # in_batch
 
 
-def test_in_batch_log_q_and_manifest():
+def test_in_batch_is_the_positives_and_its_manifest():
     pos = positives([(1, 1), (1, 2), (2, 1), (3, 1), (3, 3)], num_items=5)
     neg = sample("in_batch", pos, SamplingParams(), InBatchParams(mixed_negatives=7))
     df = neg.examples
-    assert list(df.columns) == ["user", "item", "label", "weight", "positive", "log_q"]
+    assert list(df.columns) == ["user", "item", "label", "weight", "positive"]
     assert (df.positive == df.item).all()
     assert df[["user", "item"]].values.tolist() == [[1, 1], [1, 2], [2, 1], [3, 1], [3, 3]]
     assert (df.label == 1).all() and (df.weight == 1).all()
-    expect = np.log(np.array([3, 1, 3, 3, 1]) / 5).astype(np.float32)
-    np.testing.assert_array_equal(df.log_q.to_numpy(), expect)
-    assert str(df.log_q.dtype) == "float32"
-    assert neg.manifest["loss"] == "softmax" and neg.manifest["mixed_negatives"] == 7
-    assert neg.manifest["columns"] == ["user", "item", "label", "weight", "positive", "log_q"]
+    assert neg.manifest["loss"] == "batch_softmax" and neg.manifest["mixed_negatives"] == 7
+    assert neg.manifest["columns"] == ["user", "item", "label", "weight", "positive"]
     assert neg.report["negatives_per_positive"] == 0 and neg.report["mixed_negatives"] == 7
     assert neg.report["examples"] == neg.report["positives"] == 5
+
+
+@pytest.mark.parametrize("distribution", ["uniform", "popularity"])
+def test_out_batch_writes_each_negatives_log_probability(distribution):
+    pos = positives(SMALL, num_items=7)  # train counts: item 1: 2, 2: 2, 3: 1, 4: 1, 5: 1
+    neg = out_batch(pos, OutBatchParams(negatives=3, distribution=distribution, alpha=1.0), np.random.default_rng(0))
+    df = neg.examples
+    counts = {1: 2, 2: 2, 3: 1, 4: 1, 5: 1}
+    q = {i: (c / 7 if distribution == "popularity" else 1 / 5) for i, c in counts.items()}
+    negatives = df[df.label == 0]
+    np.testing.assert_allclose(negatives.log_q, np.log([q[i] for i in negatives.item]), rtol=1e-6)
+    assert (df.log_q[df.label == 1] == 0).all() and str(df.log_q.dtype) == "float32"
+
+
+def test_mined_starts_from_uniform_negatives_and_tells_training_how_to_mine():
+    from gamerec.config import MinedParams
+
+    pos = positives(AV_PAIRS, num_items=10, also=ALSO)
+    neg = sample("mined", pos, SamplingParams(), MinedParams(negatives=2, skip_top=3, pool=4, refresh=2))
+    check_contract(neg, pos, 2, "weight")
+    assert neg.manifest["loss"] == "sampled_softmax"
+    assert neg.manifest["mining"] == {"negatives": 2, "skip_top": 3, "pool": 4, "refresh": 2}
 
 
 # ---------------------------------------------------------------------------------------------

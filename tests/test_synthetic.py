@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import REAL_DATA
 from gamerec.config import SyntheticParams
 from gamerec.data.synthetic import META_FILE, REVIEWS_FILE, generate, simulate
 
@@ -133,7 +134,18 @@ def test_users_review_their_genres_far_more_than_chance_and_rate_them_higher(out
     assert np.mean(stars[True]) > np.mean(stars[False]) + 0.3
 
 
-def test_also_view_is_same_genre_popular_and_sometimes_bought_later(out: dict) -> None:
+@pytest.fixture(scope="module")
+def tasteful(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """TINY with also_view lists that follow genre and popularity only (also_view_taste 1; the default is 0.1)."""
+    folder = tmp_path_factory.mktemp("tasteful")
+    params = SyntheticParams(**{**TINY.__dict__, "also_view_taste": 1.0})
+    generate(params, folder)
+    return {"world": simulate(params), "meta": [json.loads(line) for line in _lines(folder / META_FILE)],
+            "reviews": [json.loads(line) for line in _lines(folder / REVIEWS_FILE)]}
+
+
+def test_also_view_is_same_genre_popular_and_sometimes_bought_later(tasteful: dict) -> None:
+    out = tasteful
     world = out["world"]
     genre = _genre_of(world)
     links = [(m["asin"], v) for m in out["meta"] for v in m["also_view"] if v in genre]
@@ -189,3 +201,52 @@ def test_odd_sizes_still_write_valid_files(tmp_path: Path, overrides: dict) -> N
     reviews = [json.loads(line) for line in _lines(tmp_path / REVIEWS_FILE)]
     meta = [json.loads(line) for line in _lines(tmp_path / META_FILE)]
     assert summary["reviews"] == len(reviews) > 0 and len(meta) == summary["meta_lines"]
+
+
+REAL_LATER_SHARE = 0.0191  # bench/also_view_rate.py on the real Video Games 2014 sample (SOURCE.md section 1)
+
+
+def test_default_also_view_lists_hold_what_users_buy_later_as_often_as_real_ones(tmp_path):
+    """The statistic of bench/also_view_rate.py on the default synthetic data, within 2x of the real data's."""
+    import sys
+
+    from gamerec.data.prepare import prepare, write_prepared
+    from gamerec.data.readers import read_raw
+    from gamerec.config import PrepareParams
+    from gamerec.prepared import Prepared
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    import also_view_rate
+
+    for folder in ("raw", "loose"):
+        (tmp_path / folder).mkdir()
+    generate(SyntheticParams(), tmp_path / "raw")
+    write_prepared(prepare(read_raw(tmp_path / "raw"), PrepareParams(raw_dir=str(tmp_path / "raw"))), tmp_path / "prepared")
+    synthetic = also_view_rate.rates(Prepared(tmp_path / "prepared"))
+    assert REAL_LATER_SHARE / 2 <= synthetic["later_share"] <= REAL_LATER_SHARE * 2
+    loose = SyntheticParams(also_view_taste=1.0)  # lists that follow genre and popularity only
+    generate(loose, tmp_path / "loose")
+    write_prepared(prepare(read_raw(tmp_path / "loose"), PrepareParams(raw_dir=str(tmp_path / "loose"))),
+                   tmp_path / "loose_prepared")
+    assert also_view_rate.rates(Prepared(tmp_path / "loose_prepared"))["later_share"] > 4 * synthetic["later_share"]
+
+
+@pytest.mark.skipif(not (REAL_DATA / "video_games_2014_rechorus").exists(), reason="no real Video Games 2014 sample")
+def test_the_real_figure_is_what_the_real_sample_gives(tmp_path):
+    import subprocess
+    import sys
+
+    from gamerec.config import PrepareParams
+    from gamerec.data.prepare import prepare, write_prepared
+    from gamerec.data.readers import read_raw
+    from gamerec.prepared import Prepared
+
+    bench = Path(__file__).resolve().parents[1] / "bench"
+    subprocess.run([sys.executable, str(bench / "real_video_games.py"), "--src", str(REAL_DATA / "video_games_2014_rechorus"),
+                    "--out", str(tmp_path / "raw")], check=True, capture_output=True)
+    raw = str(tmp_path / "raw")
+    write_prepared(prepare(read_raw(raw), PrepareParams(raw_dir=raw, min_interactions=1)), tmp_path / "prepared")
+    sys.path.insert(0, str(bench))
+    import also_view_rate
+
+    assert also_view_rate.rates(Prepared(tmp_path / "prepared"))["later_share"] == pytest.approx(REAL_LATER_SHARE, abs=5e-4)

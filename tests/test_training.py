@@ -1,5 +1,6 @@
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,24 +15,36 @@ U = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0]])
 I = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
 
 
-def batch_of(items, log_q=None):
-    """A one-process batch of rows whose item embeddings the test gives (users and labels unused)."""
-    ones = torch.ones(len(items))
-    return losses.Batch(users=items, items=items, positives=items, labels=ones, weights=ones, batch_items=items,
-                        batch_log_q=log_q, total_weight=float(len(items)), size=len(items), offset=0)
+def batch_of(positives, negatives=None, weights=None, log_q=None):
+    """A one-process batch of rows whose embeddings the test gives (user ids: the row numbers)."""
+    b = len(positives)
+    negatives = torch.zeros(b, 0, dtype=torch.long) if negatives is None else negatives
+    users = torch.arange(b)
+    return losses.Batch(users=users, positives=positives, weights=torch.ones(b) if weights is None else weights,
+                        negatives=negatives, neg_log_q=None, batch_users=users, batch_positives=positives,
+                        batch_log_q=torch.zeros(b) if log_q is None else log_q, offset=0)
+
+
+def given(user_emb, item_emb):
+    """A stand-in model: the embeddings the test chose, whatever it is asked for."""
+    return lambda users, items, positives: (user_emb, item_emb)
+
+
+def run_loss(name, user_emb, item_emb, batch, scale=1.0, logq=False):
+    setup = losses.Setup(scale=scale, num_items=10, logq=logq, mixed_negatives=0, generator=torch.Generator())
+    return float(losses.make(name, setup)(given(user_emb, item_emb), batch, Dist()))
 
 
 def softmax_loss(user_emb, item_emb, items, scale, log_q=None):
     """The batch softmax (mean over rows) of given embeddings: the model is replaced by them."""
-    setup = losses.Setup(scale=scale, num_items=10, logq=log_q is not None, mixed_negatives=0, generator=torch.Generator())
-    return losses.make("softmax", setup)(lambda users, items_, positives: (user_emb, item_emb), batch_of(items, log_q), Dist())
+    return run_loss("batch_softmax", user_emb, item_emb, batch_of(items, log_q=log_q), scale, logq=log_q is not None)
 
 
 def in_batch_logits(user_emb, item_emb, items, scale, log_q=None):
     logits = losses.batch_logits(user_emb, item_emb, scale)
     if log_q is not None:
         logits = losses.logq_correction(logits, log_q)
-    return losses.mask_accidental_hits(logits, items, items, offset=0)
+    return losses.mask_accidental_hits(logits, items, items, labels=torch.arange(len(items)))
 
 
 def test_in_batch_loss_masks_accidental_hit_by_hand():
@@ -63,30 +76,95 @@ def test_mixed_negatives_are_extra_columns_with_hits_masked():
 
 
 def test_bce_weights_balance_positives():
-    logits, labels = torch.tensor([0.0, 0.0, 0.0]), torch.tensor([1.0, 0.0, 0.0])
-    weights = torch.tensor([2.0, 1.0, 1.0])
-    assert float(losses.bce(logits, labels, weights, 1 / float(weights.sum()))) == pytest.approx(math.log(2))
-    logits, weights = torch.tensor([2.0, -1.0]), torch.tensor([3.0, 1.0])
+    # one row: user [1, 0]; the positive and two negatives all score 0: (2 log 2 + 2 log 2) / (2 + 2)
+    user, zero = torch.tensor([[1.0, 0.0]]), torch.zeros(3, 2)
+    batch = batch_of(torch.tensor([1]), torch.tensor([[2, 3]]), weights=torch.tensor([2.0]))
+    assert run_loss("bce", user, zero, batch) == pytest.approx(math.log(2))
+    # the positive scores 2, its one negative -1, the positive weighted 3
+    items = torch.tensor([[2.0, 0.0], [-1.0, 0.0]])
     manual = (3 * math.log(1 + math.exp(-2)) + math.log(1 + math.exp(-1))) / 4
-    assert float(losses.bce(logits, torch.tensor([1.0, 0.0]), weights, 1 / float(weights.sum()))) == pytest.approx(manual)
+    batch = batch_of(torch.tensor([1]), torch.tensor([[2]]), weights=torch.tensor([3.0]))
+    assert run_loss("bce", user, items, batch) == pytest.approx(manual)
+    # a padded negative (item 0) counts nothing
+    padded = batch_of(torch.tensor([1]), torch.tensor([[2, 0]]), weights=torch.tensor([3.0]))
+    assert run_loss("bce", user, torch.cat([items, torch.tensor([[5.0, 0.0]])]), padded) == pytest.approx(manual)
+
+
+def test_sampled_softmax_corrects_negatives_by_log_k_q():
+    # positive scores 1, two negatives score 0; each drawn with q = 1/4 of 2 draws: each stands for 2 items
+    user, items = torch.tensor([[1.0, 0.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    batch = batch_of(torch.tensor([1]), torch.tensor([[2, 3]]))
+    assert run_loss("sampled_softmax", user, items, batch) == pytest.approx(-1 + math.log(math.e + 2))
+    batch.neg_log_q = torch.log(torch.tensor([[0.25, 0.25]]))
+    corrected = run_loss("sampled_softmax", user, items, batch, logq=True)
+    assert corrected == pytest.approx(-1 + math.log(math.e + 2 * 2))  # exp(0 - log(2 * 0.25)) = 2 each
+
+
+def test_hard_negatives_join_the_batch_softmax_row():
+    # rows: positives 5 and 7, each with one own negative; logits [[1, 0 | 0], [0, 1 | 1]]
+    user = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    items = torch.tensor([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0], [0.0, 1.0]])  # positives, then the own negatives
+    batch = batch_of(torch.tensor([5, 7]), torch.tensor([[8], [9]]))
+    expected = ((-1 + math.log(math.e + 2)) + (-1 + math.log(2 * math.e + 1))) / 2
+    assert run_loss("batch_softmax", user, items, batch) == pytest.approx(expected)
+
+
+def test_exact_softmax_is_the_full_catalogue_softmax():
+    torch.manual_seed(0)
+    user, catalogue = torch.randn(3, 4), torch.randn(10, 4)
+    positives = torch.tensor([2, 5, 9])
+    items = torch.cat([catalogue[positives], catalogue])  # the positives, then every catalogue item
+    logits = user @ catalogue.T
+    logits[:, 0] = float("-inf")
+    want = torch.nn.functional.cross_entropy(logits, positives)
+    assert run_loss("exact_softmax", user, items, batch_of(positives)) == pytest.approx(float(want), rel=1e-6)
 
 
 def test_the_bce_that_trains_is_the_weighted_mean_of_its_rows(prepared):
     model, ex, _, params = build(prepared, "out_batch")
-    model.eval()  # no dropout: the two forwards below must agree
+    model.eval()  # no dropout: the forwards below must agree
     idx = torch.arange(40)
     loss = batch_loss(model, loss_for(ex, model, params, torch.Generator()), ex, idx)
-    logits = model.score(ex.users[idx], ex.items[idx], ex.positives[idx])
-    manual = torch.nn.functional.binary_cross_entropy_with_logits(logits, ex.labels[idx], weight=ex.weights[idx],
-                                                                  reduction="sum") / ex.weights[idx].sum()
-    assert float(loss.detach()) == pytest.approx(float(manual.detach()), rel=1e-6)
+    rows = []
+    for g in idx.tolist():  # one positive and its negatives at a time, by the model's own score
+        items = torch.cat([ex.positives[g : g + 1], ex.negatives[g]])
+        logits = model.score(ex.users[g].repeat(len(items)), items, ex.positives[g].repeat(len(items)))
+        labels, weights = torch.zeros(len(items)), torch.ones(len(items))
+        labels[0], weights[0] = 1.0, ex.weights[g]
+        rows.append(torch.nn.functional.binary_cross_entropy_with_logits(logits, labels, weight=weights,
+                                                                         reduction="sum") / weights.sum())
+    assert float(loss.detach()) == pytest.approx(float(torch.stack(rows).mean().detach()), rel=1e-5)
 
 
 def test_an_unknown_loss_is_a_one_line_error():
     from gamerec.errors import GamerecError
 
-    with pytest.raises(GamerecError, match="loss 'hinge' is not known; expected one of bce, softmax"):
+    with pytest.raises(GamerecError, match="loss 'hinge' is not known; expected one of bce, sampled_softmax, batch_softmax, exact_softmax"):
         losses.make("hinge", losses.Setup(1.0, 10, True, 0, torch.Generator()))
+
+
+def test_examples_are_grouped_by_positive_with_their_negatives():
+    import pandas as pd
+
+    frame = pd.DataFrame({  # user 1: positive 3 oversampled twice, negatives 5, 6; user 2: positive 4, none
+        "user": [1, 1, 1, 1, 2], "item": [3, 3, 5, 6, 4], "label": [1.0, 1.0, 0.0, 0.0, 1.0],
+        "weight": [1.0, 1.0, 1.0, 1.0, 1.0], "positive": [3, 3, 3, 3, 4], "log_q": [0.0, 0.0, -1.5, -2.5, 0.0]})
+    ex = Examples.from_frame(frame, {"loss": "bce"})
+    assert ex.users.tolist() == [1, 2] and ex.positives.tolist() == [3, 4]
+    assert ex.weights.tolist() == [2.0, 1.0]  # the oversampled copies weigh as one positive of weight 2
+    assert ex.negatives.tolist() == [[5, 6], [0, 0]]  # 0: none
+    assert ex.neg_log_q.tolist() == [[-1.5, -2.5], [0.0, 0.0]]
+    assert ex.log_q.tolist() == pytest.approx([math.log(1 / 2), math.log(1 / 2)])
+
+
+def test_in_batch_log_q_is_each_items_share_of_the_positives():
+    import pandas as pd
+
+    items = [1, 2, 1, 1, 3]
+    frame = pd.DataFrame({"user": [1, 1, 2, 3, 3], "item": items, "label": 1.0, "weight": 1.0, "positive": items})
+    ex = Examples.from_frame(frame, {"loss": "batch_softmax"})
+    assert ex.negatives.shape == (5, 0)
+    assert ex.log_q.tolist() == pytest.approx(list(np.log(np.array([3, 1, 3, 3, 1]) / 5)))
 
 
 # the stale defaults these tests were written for: a 16-dim id tower with one hidden layer, no history
@@ -130,30 +208,32 @@ def test_early_stopping_keeps_the_best_epoch(prepared):
 
 
 def _two_steps(prepared, optimizer):
-    """Train two one-row batches of different items; the item table before and after each step."""
+    """Train two one-positive batches that share no item; the items of each and the item table after each step."""
     model, ex, _, params = build(prepared, "out_batch", optimizer=optimizer, lr=0.1)
-    first, second = 0, int(torch.nonzero(ex.items != ex.items[0]).flatten()[0])
+    items = lambda g: torch.cat([ex.positives[g : g + 1], ex.negatives[g]])
+    first = 0
+    second = next(g for g in range(1, len(ex)) if not set(items(g).tolist()) & set(items(first).tolist()))
     opts = model.configure_optimizers(params)
     objective = loss_for(ex, model, params, torch.Generator())
     tables = [model.item_tower.item.weight.detach().clone()]
-    for row in (first, second):
-        loss = batch_loss(model, objective, ex, torch.tensor([row]))
+    for group in (first, second):
+        loss = batch_loss(model, objective, ex, torch.tensor([group]))
         for opt in opts:
             opt.zero_grad(set_to_none=True)
         loss.backward()
         for opt in opts:
             opt.step()
         tables.append(model.item_tower.item.weight.detach().clone())
-    return int(ex.items[first]), int(ex.items[second]), tables
+    return items(first), items(second), tables
 
 
 def test_lazy_adam_moves_only_the_rows_a_batch_used(prepared):
-    # step 2 uses another item: dense Adam keeps moving step 1's row on its momentum, lazy Adam does not
+    # step 2 uses other items: dense Adam keeps moving step 1's rows on their momentum, lazy Adam does not
     used, other, (start, after_1, after_2) = _two_steps(prepared, "lazy_adam")
     assert not torch.equal(start[used], after_1[used]) and torch.equal(after_1[used], after_2[used])
     assert torch.equal(start[other], after_1[other]) and not torch.equal(after_1[other], after_2[other])
     untouched = torch.ones(len(start), dtype=torch.bool)
-    untouched[[used, other]] = False
+    untouched[torch.cat([used, other])] = False
     assert torch.equal(start[untouched], after_2[untouched])
     used, other, (start, after_1, after_2) = _two_steps(prepared, "adam")
     assert not torch.equal(after_1[used], after_2[used])

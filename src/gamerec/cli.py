@@ -61,6 +61,49 @@ def _query(args: argparse.Namespace) -> None:
     print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
 
 
+def _compare(args: argparse.Namespace) -> None:
+    """Two scorers' recall and ndcg, and their difference, with paired bootstrap intervals."""
+    from gamerec import compare
+
+    rows = compare.compare(args.a, args.b, paths().ranks, args.k, args.samples, args.seed)
+    print(json.dumps(rows, indent=2) if args.json else compare.format_rows(args.a, args.b, rows))
+
+
+def _tune(args: argparse.Namespace) -> None:
+    """Queue the grid as DVC experiments, run them within the budget, rank them on validation, apply the best."""
+    from dataclasses import replace
+
+    from gamerec import tuning
+
+    params = config.load(config.TuneParams, "tune")
+    grid = dict(params.grid)
+    for option in args.grid:  # --grid key=a,b replaces the params' values for that key
+        key, _, values = option.partition("=")
+        grid[key] = values.split(",")
+    params = replace(params, **{k: v for k, v in vars(args).items() if k in ("name", "jobs", "budget_minutes") and v})
+    fixed = dict(option.partition("=")[::2] for option in args.set)
+    names = tuning.queue(params.name, tuning.points(grid), fixed, params.target)
+    print(f"tune: {len(names)} experiments queued ({params.name}-1 .. {params.name}-{len(names)})", flush=True)
+    finished = tuning.run_queue(params.jobs, params.budget_minutes)
+    rows = tuning.results(names)
+    if not rows:
+        raise GamerecError(f"tune: none of the {len(names)} experiments finished; see `dvc queue status`")
+    for row in rows:
+        values = ", ".join(f"{key}={_param(row['params'], key)}" for key in grid)
+        print(f"{row['name']:<16} val_recall@10 {row['val_recall@10']:.4f}  {values}")
+    if not finished:
+        print(f"tune: the budget of {params.budget_minutes} minutes ran out; {len(rows)} of {len(names)} finished")
+    if params.apply and not args.no_apply:
+        tuning.apply(rows[0]["name"])
+        print(f"tune: applied {rows[0]['name']} (dvc exp apply); `dvc repro` evaluates it on test")
+
+
+def _param(params: dict, dotted: str):
+    for key in dotted.split("."):
+        params = params.get(key, {}) if isinstance(params, dict) else {}
+    return params
+
+
 def _serve(args: argparse.Namespace) -> None:
     from gamerec.service import serve
 
@@ -82,6 +125,30 @@ def parser() -> argparse.ArgumentParser:
         sub.add_argument("-k", type=_k, default=10, help="how many games (1 to 100, default 10)")
         sub.add_argument("--json", action="store_true", help="print the service's JSON answer instead of a table")
         sub.set_defaults(run=_query)
+    compare = commands.add_parser(
+        "compare", help="is B better than A beyond noise? (paired bootstrap over test users)",
+        description="A and B are REV[:SCORER]: REV is workspace, a git revision or a DVC experiment name; SCORER "
+                    "is model (default), als or popularity. Example: gamerec compare main exp-1a2b3 or "
+                    "gamerec compare workspace:als workspace:model")
+    compare.add_argument("a")
+    compare.add_argument("b")
+    compare.add_argument("-k", type=int, default=10, help="the cutoff of recall and ndcg (default 10)")
+    compare.add_argument("--samples", type=int, default=1000, help="bootstrap resamples (default 1000)")
+    compare.add_argument("--seed", type=int, default=0)
+    compare.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    compare.set_defaults(run=_compare)
+    tune = commands.add_parser(
+        "tune", help="search params on validation through DVC experiments, apply the best (params group tune)",
+        description="Queues one `dvc exp run --queue` per point of tune.grid, runs the queue within "
+                    "tune.budget_minutes, ranks the experiments by validation recall and applies the best.")
+    tune.add_argument("--grid", action="append", default=[], metavar="KEY=A,B",
+                      help="values to try for a param (replaces tune.grid's for that key)")
+    tune.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a param fixed for every point")
+    tune.add_argument("--name", help="experiment name prefix (default tune.name)")
+    tune.add_argument("--jobs", type=int, help="experiments at once (default tune.jobs)")
+    tune.add_argument("--budget-minutes", type=float, help="time budget (default tune.budget_minutes)")
+    tune.add_argument("--no-apply", action="store_true", help="rank only; leave the workspace as it is")
+    tune.set_defaults(run=_tune)
     serve = commands.add_parser("serve", parents=[common], help="the HTTP service (FastAPI on uvicorn)",
                                 description="GET /recommend?user=ID&k=10, /similar?item=ASIN&k=10, /health")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")

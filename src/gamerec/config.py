@@ -45,6 +45,9 @@ class SyntheticParams:
     platform_focus: float = _range(0.0, 1.0, default=0.85)  # share on the user's own platforms
     popularity_exponent: float = _range(0.0, 3.0, default=1.0)  # Zipf-like skew of item popularity
     also_view_size: int = _range(0, default=12)
+    # share of also_view entries that follow the item's genre and popularity (the rest: any item, uniformly);
+    # chosen so that users buy later as many of their items' also_view entries as on the real data
+    also_view_taste: float = _range(0.0, 1.0, default=0.1)
     missing_price: float = _range(0.0, 1.0, default=0.33)
     missing_meta: float = _range(0.0, 1.0, default=0.02)  # reviewed items without a metadata line
     duplicate_meta: float = _range(0.0, 1.0, default=0.03)  # metadata lines written twice
@@ -122,6 +125,17 @@ class AlsoViewParams:
 
 
 @dataclass(frozen=True)
+class MinedParams:
+    """Negatives the model being trained ranks high for the user, past its very top (see gamerec.mining)."""
+
+    negatives: int = _range(1, default=4)  # per positive
+    skip_top: int = _range(0, default=10)  # ranks left out at the top, where unlabelled positives live
+    pool: int = _range(1, default=200)  # ranks after those that negatives are drawn from, uniformly
+    refresh: int = _range(1, default=1)  # epochs between two redraws (the first epoch: uniform negatives)
+    balance: Literal["weight", "oversample", "none"] = "weight"
+
+
+@dataclass(frozen=True)
 class SamplingParams:
     """Params group `sampling`, shared by every sampler; each sampler's own group is `sampling.<name>`."""
 
@@ -165,7 +179,10 @@ class TrainParams:
     weight_decay: float = _range(0.0, 1.0, default=0.0)  # adam only
     patience: int = _range(1, default=3)  # epochs without a better val recall@k before stopping
     k: int = _range(1, default=10)  # early stopping watches recall@k of validation users
-    logq: bool = True  # in_batch: subtract log sampling probability from each logit
+    # the loss, chosen apart from the negatives: auto = the sampler's own (gamerec.losses)
+    loss: Literal["auto", "bce", "sampled_softmax", "batch_softmax", "exact_softmax"] = "auto"
+    logq: bool = True  # softmax losses: subtract each sampled column's log sampling probability
+    mask_seen: bool = True  # softmax/batch columns: leave out every item the row's user has, not only its positive
     eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
     val_users: int = _range(0, default=50_000)  # validation users ranked for early stopping (0 = all)
     resume: bool = True  # continue an interrupted run from its last finished epoch
@@ -207,6 +224,14 @@ class AlsParams:
 
 
 @dataclass(frozen=True)
+class BootstrapParams:
+    """Params group `evaluate.bootstrap`: resampling test users for the intervals of the headline metrics."""
+
+    samples: int = _range(10, default=1000)
+    seed: int = 0
+
+
+@dataclass(frozen=True)
 class EvaluateParams:
     """Params group `evaluate`: the fixed test protocol, the same for every sampler."""
 
@@ -219,6 +244,7 @@ class EvaluateParams:
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
     val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS and for the ablation (0 = all)
     als: AlsParams = field(default_factory=AlsParams)
+    bootstrap: BootstrapParams = field(default_factory=BootstrapParams)
 
 
 @dataclass(frozen=True)
@@ -236,6 +262,19 @@ class ExportParams:
     k: int = _range(1, default=10)  # recall@k of each index against exact search
     eval_users: int = _range(1, default=10_000)  # test users (seeded sample) the recall and latency are measured on
     seed: int = 0
+
+
+@dataclass(frozen=True)
+class TuneParams:
+    """Params group `tune`: what `gamerec tune` searches on validation through DVC experiments."""
+
+    name: str = "tune"  # experiments are named <name>-1, <name>-2, ...
+    target: str = "train"  # the stage each point runs (train: validation recall, test never computed)
+    jobs: int = _range(1, default=2)  # experiments at once (the stages share the cores)
+    budget_minutes: float = _range(0.1, default=120.0)  # past it, what runs is stopped and what waits dropped
+    apply: bool = True  # dvc exp apply the best point
+    # param -> the values to try; every combination is one experiment
+    grid: dict[str, list] = field(default_factory=lambda: {"model.temperature": [0.1, 0.2], "train.lr": [0.005, 0.02]})
 
 
 @dataclass(frozen=True)
@@ -260,6 +299,7 @@ class Paths:
     sampling_reports: str  # one <sampler>.json each
     train_report: str
     eval_report: str
+    ranks: str  # each held-out item's rank under the model and each baseline: `gamerec compare` reads it
     ablation_report: str
     export_report: str
 
@@ -281,6 +321,10 @@ def _convert(key: str, value: Any, tp: Any, meta: typing.Mapping[str, Any]) -> A
         if not isinstance(value, list) or (not value and not meta.get("empty")):
             raise GamerecError(f"params: {key} = {value!r} is not valid; expected a non-empty list of {_type_name(inner)}s")
         return [_convert(f"{key}[{i}]", v, inner, meta) for i, v in enumerate(value)]
+    if typing.get_origin(tp) is dict:
+        if not isinstance(value, dict) or not value or not all(isinstance(v, list) and v for v in value.values()):
+            raise GamerecError(f"params: {key} = {value!r} is not valid; expected a mapping of params to non-empty lists")
+        return {str(k): v for k, v in value.items()}
     if typing.get_origin(tp) is Literal:
         allowed = typing.get_args(tp)
         if value not in allowed:

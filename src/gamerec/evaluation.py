@@ -30,6 +30,7 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import torch
 
 from gamerec import metrics
@@ -139,6 +140,8 @@ class Report:
     metrics: dict[str, float]
     roc: tuple[list[float], list[float]]  # (fpr grid, tpr)
     recall_curve: list[float]  # recall@K for K = 1..curve_max_k
+    ranks: torch.Tensor  # rank of each held-out item (the test holdout's order), for paired comparisons
+    intervals: dict[str, tuple[float, float]]  # 95% bootstrap interval over test users of the headline metrics
     users_evaluated: int = 0  # test users ranked
     ranking_seconds: float = 0.0  # wall time of the full-catalogue ranking of the test users
 
@@ -187,8 +190,20 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     threshold = metrics.best_threshold(*_pair_scores(val_emb, item_emb, val.balanced))
     result["accuracy"] = metrics.accuracy(*_pair_scores(test_emb, item_emb, test.balanced), threshold)
     result["auc_also_view"] = metrics.auc(*_pair_scores(test_emb, item_emb, data.also_view))
+    result[f"popularity_percentile@{COVERAGE_K}"] = metrics.popularity_percentile(top[:, :COVERAGE_K], data.popularity)
     curve = metrics.recall_curve(ranks, test.holdout.owner, n_users, params.curve_max_k)
-    return Report(result, roc, curve, n_users, ranking_seconds)
+    per_user = metrics.user_scores(ranks, test.holdout.owner, n_users, params.k[0])
+    intervals = {name: metrics.interval(values, params.bootstrap.samples, params.bootstrap.seed)
+                 for name, values in per_user.items()}
+    return Report(result, roc, curve, ranks, intervals, n_users, ranking_seconds)
+
+
+def write_ranks(path, holdout: Holdout, ranks: dict[str, torch.Tensor]) -> None:
+    """Each held-out item's rank under each scorer, as Parquet: user, item, then a column per scorer."""
+    frame = pd.DataFrame({"user": holdout.users[holdout.owner].numpy().astype(np.int32),
+                          "item": holdout.items.numpy().astype(np.int32),
+                          **{name: r.numpy().astype(np.int32) for name, r in ranks.items()}})
+    frame.to_parquet(path, index=False)
 
 
 @torch.no_grad()

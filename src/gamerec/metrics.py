@@ -112,3 +112,60 @@ def accuracy(pos: torch.Tensor, neg: torch.Tensor, threshold: float) -> float:
     """Share of pairs classified right: positives above the threshold, negatives at or below it."""
     right = int((pos.double() > threshold).sum()) + int((neg.double() <= threshold).sum())
     return right / max(pos.numel() + neg.numel(), 1)
+
+
+def user_scores(ranks: torch.Tensor, owner: torch.Tensor, n_users: int, k: int) -> dict[str, np.ndarray]:
+    """Each user's recall@k and ndcg@k (float64, users with held-out items only, in row order).
+
+    The headline means are these means; the bootstrap resamples them user by user.
+    """
+    count = _per_user(owner, n_users)
+    has = count > 0
+    hit = (ranks <= k).double()
+    dcg = _per_user(owner, n_users, hit / torch.log2(ranks.double() + 1))
+    ideal = torch.cumsum(1.0 / torch.log2(torch.arange(1, k + 1, dtype=torch.double) + 1), 0)
+    idcg = ideal[(count.clamp(max=k) - 1).clamp(min=0).long()]
+    return {f"recall@{k}": (_per_user(owner, n_users, hit)[has] / count[has]).numpy(),
+            f"ndcg@{k}": (dcg[has] / idcg[has]).numpy()}
+
+
+def bootstrap_means(values: np.ndarray, samples: int, seed: int, chunk: int = 50) -> np.ndarray:
+    """Means of `samples` resamples (with replacement) of the rows of `values` ([users] or [users, m])."""
+    rng = np.random.default_rng(seed)
+    n = len(values)
+    means = []
+    for start in range(0, samples, chunk):
+        picks = rng.integers(0, n, size=(min(chunk, samples - start), n))
+        means.append(values[picks].mean(axis=1))
+    return np.concatenate(means)
+
+
+def interval(values: np.ndarray, samples: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of `values` (one value per user)."""
+    means = bootstrap_means(values, samples, seed)
+    tail = (1 - level) / 2 * 100
+    low, high = np.percentile(means, [tail, 100 - tail])
+    return float(low), float(high)
+
+
+def paired_difference(a: np.ndarray, b: np.ndarray, samples: int = 1000, seed: int = 0,
+                      level: float = 0.95) -> tuple[float, float, float]:
+    """(mean of b - a, interval low, high): a paired bootstrap over users, who are resampled together."""
+    diff = np.asarray(b, dtype=np.float64) - np.asarray(a, dtype=np.float64)
+    low, high = interval(diff, samples, seed, level)
+    return float(diff.mean()), low, high
+
+
+def popularity_percentile(top: torch.Tensor, counts: torch.Tensor) -> float:
+    """Mean popularity percentile of the recommended items (100: the most popular catalogue item).
+
+    An item's percentile is the share of catalogue items (id >= 1) less popular than it,
+    ties counted half; padding (ids < 1) is skipped.
+    """
+    catalogue = counts[1:].double()
+    order = torch.sort(catalogue).values
+    less = torch.searchsorted(order, catalogue, side="left")
+    tied = torch.searchsorted(order, catalogue, side="right") - less - 1
+    percentile = torch.cat([torch.zeros(1, dtype=torch.double), 100 * (less + 0.5 * tied) / max(len(catalogue) - 1, 1)])
+    picked = top[top > 0]
+    return float(percentile[picked].mean()) if len(picked) else float("nan")

@@ -47,15 +47,17 @@ class ModelConfig:
         arch = {key: value for key, value in flat.items() if key not in sizes}
         return cls(**sizes, arch=config.parse(ModelParams, arch, "model"))
 
-    def flops_per_positive(self, softmax: bool, batch_size: int, rows_per_positive: float,
-                           tokens_per_item: float, history_per_user: float) -> float:
+    def flops_per_positive(self, loss: str, batch_size: int, negatives: float, tokens_per_item: float,
+                           history_per_user: float) -> float:
         """Training FLOPs per positive, counted from the architecture (a multiply-add is 2 FLOPs).
 
-        Per example row, forward: the item tower's description mean (tokens x dim) and price
-        layer (2 x 2 x dim), its MLP (4 x dim in); the user tower's history pool (items x dim,
-        weighted) and MLP; normalising both (3 x dim each); the score: one dot product (BCE)
-        or a row of the batch's logits (softmax: batch x dim, plus about 5 FLOPs per logit for
-        the softmax). Backward costs about twice forward, so training is 3x forward.
+        Forward, per positive: the user tower once (history pool, items x dim, weighted; its MLP;
+        normalising, 3 x dim); the item tower for the positive and each of its `negatives`
+        (description mean, tokens x dim; price layer, 2 x 2 x dim; MLP from 4 x dim;
+        normalising); the scores: one dot product per item (bce), plus about 5 FLOPs a logit
+        for a softmax, over its own items (sampled_softmax), the batch's and its own
+        (batch_softmax), or the whole catalogue, whose item tower then runs once per batch
+        (exact_softmax). Backward costs about twice forward: training is 3x forward.
         Embedding lookups and optimiser updates move memory and count 0 here.
         """
         arch, d = self.arch, self.arch.dim
@@ -69,8 +71,11 @@ class ModelConfig:
         item = tokens_per_item * d + 4 * d + mlp(4 * d) + 3 * d
         parts = int(arch.user_id) + int(arch.history > 0)
         user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
-        score = batch_size * (2 * d + 5) if softmax else 2 * d
-        return 3 * rows_per_positive * (item + user + score)
+        columns, extra_items = {"bce": (1 + negatives, 0.0), "sampled_softmax": (1 + negatives, 0.0),
+                                "batch_softmax": (batch_size + negatives, 0.0),
+                                "exact_softmax": (self.num_items, self.num_items / batch_size)}[loss]
+        per_logit = 2 * d + (0 if loss == "bce" else 5)
+        return 3 * (user + (1 + negatives + extra_items) * item + columns * per_logit)
 
 
 def mlp(in_dim: int, hidden: list[int], out_dim: int, dropout: float) -> nn.Sequential:

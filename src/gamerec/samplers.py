@@ -6,9 +6,11 @@ Every sampler turns the train-split positives of the prepared data set into a `N
             then its negatives. Columns user int32, item int32, label float32 (1 positive,
             0 negative), weight float32, positive int32 (the positive item the row belongs to:
             its own item for a positive; the train stage cuts a causal user history there);
-            in_batch adds log_q float32.
-  manifest  what the train stage needs to know: sampler, loss (a name in `gamerec.losses`),
-            columns, seed, params (and what a sampler adds, such as mixed_negatives).
+            samplers that know their negatives' draw probability add log_q float32 (negative
+            rows: log q of the draw; positive rows: 0), for the sampled softmax's correction.
+  manifest  what the train stage needs to know: sampler, loss (its default, a name in
+            `gamerec.losses`; `train.loss` may choose another), columns, seed, params (and what
+            a sampler adds: mixed_negatives, mining).
   report    plain numbers for metrics/sampling/<name>.json.
 
 A sampler is added by writing its function and registering it with its params group
@@ -37,7 +39,7 @@ import numpy as np
 import pandas as pd
 
 from gamerec import config
-from gamerec.config import AlsoViewParams, InBatchParams, OutBatchParams, SamplingParams
+from gamerec.config import AlsoViewParams, InBatchParams, MinedParams, OutBatchParams, SamplingParams
 from gamerec.errors import GamerecError
 from gamerec.interactions import draw_unseen, interaction_index, is_seen
 from gamerec.prepared import TrainPositives
@@ -219,33 +221,36 @@ def out_batch(positives: TrainPositives, params: OutBatchParams, rng: np.random.
     index = _index(positives)
     users = np.asarray(positives.users, dtype=np.int64)
     n, k = len(users), params.negatives
-    cdf = None
+    weights = np.ones(len(index.catalogue))
     if params.distribution == "popularity":
-        cdf = np.cumsum(index.counts[index.catalogue].astype(np.float64) ** params.alpha)
+        weights = index.counts[index.catalogue].astype(np.float64) ** params.alpha
+    cdf = np.cumsum(weights) if params.distribution == "popularity" else None
     neg_group = np.repeat(np.arange(n, dtype=np.int64), k)
     neg_items, ok, rejected = draw_unseen(users[neg_group], index, rng, cdf)
     examples = _assemble(
         users.astype(np.int32), np.asarray(positives.items, dtype=np.int32),
         neg_group[ok], neg_items[ok], params.balance,
     )
+    log_q = np.zeros(positives.num_items)  # log probability of one draw, by item
+    log_q[index.catalogue] = np.log(weights / weights.sum())
+    examples["log_q"] = np.where(examples.label.to_numpy() == 0, log_q[examples.item.to_numpy()], 0.0).astype(np.float32)
     report = _report(examples, n, rejected)
     report["unfilled"] = int((~ok).sum())  # draws still seen after MAX_ROUNDS, dropped
     report["catalogue"] = len(index.catalogue)
     return Negatives(examples, report)
 
 
-@register("in_batch", InBatchParams, loss="softmax")
+@register("in_batch", InBatchParams, loss="batch_softmax")
 def in_batch(positives: TrainPositives, params: InBatchParams, rng: np.random.Generator | None = None,
              shared: SamplingParams | None = None) -> Negatives:
-    """The train positives alone, with log_q = log(train count of the item / all positives).
+    """The train positives alone: the batch's other positives are the negatives.
 
-    The batch's other positives are the negatives (softmax loss); log_q lets the train loop
-    correct the popularity bias of that implicit sampling (Yi et al. 2019).
+    The train loop corrects the popularity bias of that implicit sampling by each item's
+    share of the positives (logQ, Yi et al. 2019), which it counts itself.
     """
     index = _index(positives, with_seen=False)
     items = np.asarray(positives.items, dtype=np.int64)
     n = len(items)
-    log_q = np.log(index.counts[items] / n) if n else np.zeros(0)
     examples = pd.DataFrame(
         {
             "user": np.asarray(positives.users, dtype=np.int32),
@@ -253,7 +258,6 @@ def in_batch(positives: TrainPositives, params: InBatchParams, rng: np.random.Ge
             "label": np.ones(n, dtype=np.float32),
             "weight": np.ones(n, dtype=np.float32),
             "positive": items.astype(np.int32),
-            "log_q": log_q.astype(np.float32),
         }
     )
     report = _report(examples, n, 0)
@@ -312,6 +316,20 @@ def also_view(positives: TrainPositives, params: AlsoViewParams, rng: np.random.
         }
     )
     return Negatives(examples, report)
+
+
+@register("mined", MinedParams, loss="sampled_softmax")
+def mined(positives: TrainPositives, params: MinedParams, rng: np.random.Generator,
+          shared: SamplingParams | None = None) -> Negatives:
+    """Uniform negatives for the first epoch; then the model being trained redraws them (gamerec.mining).
+
+    What a stage can precompute it does: the positives, their first negatives, and the
+    mining params in the manifest, which tell the train loop to redraw every `refresh` epochs
+    from the model's ranks `skip_top` .. `skip_top + pool` of each user's unseen items.
+    """
+    first = out_batch(positives, OutBatchParams(negatives=params.negatives, balance=params.balance), rng, shared)
+    mining = {"negatives": params.negatives, "skip_top": params.skip_top, "pool": params.pool, "refresh": params.refresh}
+    return Negatives(first.examples, {**first.report, **{f"mining_{k}": v for k, v in mining.items()}}, {"mining": mining})
 
 
 def _hard_negatives(positives: TrainPositives, index, k: int, rng: np.random.Generator,

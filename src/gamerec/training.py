@@ -12,10 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import torch
 
-from gamerec import cores, losses
+from gamerec import cores, losses, mining
 from gamerec import progress as progress_bar
 from gamerec.config import TrainParams
 from gamerec.distributed import Dist
@@ -28,43 +29,68 @@ from gamerec.retrieval import holdout_recall
 
 @dataclass
 class Examples:
-    """One sampler's training examples as tensors, and the loss they are for."""
+    """One sampler's training examples, one row per positive with its own negatives, and their default loss.
 
-    users: torch.Tensor
-    items: torch.Tensor
-    labels: torch.Tensor
-    weights: torch.Tensor
-    positives: torch.Tensor  # the positive item each row belongs to (its history is cut there)
-    log_q: torch.Tensor | None  # in_batch: log sampling probability of each positive's item
-    loss: str  # a name in gamerec.losses
+    The sampler's frame (rows grouped by positive: the positive's row(s), then its
+    negatives) becomes tensors indexed by positive, so a batch is a set of positives and a
+    user tower runs once per positive, whatever the loss.
+    """
+
+    users: torch.Tensor  # [G]
+    positives: torch.Tensor  # [G] each row's positive item
+    weights: torch.Tensor  # [G] the positive's BCE weight against its negatives (the sampler's balance)
+    negatives: torch.Tensor  # [G, K] the sampler's negatives of each positive, 0 = none (K = 0: in_batch)
+    neg_log_q: torch.Tensor | None  # [G, K] log probability of each negative's draw, where the sampler knows it
+    log_q: torch.Tensor  # [G] log share of each positive's item among all positives: in-batch sampling
+    loss: str  # the sampler's default loss, a name in gamerec.losses
     mixed_negatives: int = 0
+    mining: dict | None = None  # the mined sampler's params: the model redraws the negatives
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, manifest: dict) -> "Examples":
-        col = lambda name, dtype: torch.tensor(df[name].to_numpy(), dtype=dtype)  # a copy: parquet arrays are read-only
+        label, weight = df["label"].to_numpy(), df["weight"].to_numpy(dtype=np.float64)
+        user, item = df["user"].to_numpy(dtype=np.int64), df["item"].to_numpy(dtype=np.int64)
+        positive = label == 1
+        repeat = np.zeros(len(df), dtype=bool)  # an oversampled positive's copies belong to its first row
+        repeat[1:] = positive[1:] & positive[:-1] & (user[1:] == user[:-1]) & (item[1:] == item[:-1])
+        start = positive & ~repeat
+        group = np.cumsum(start) - 1
+        n = int(start.sum())
+        negative = ~positive
+        counts = np.bincount(group[negative], minlength=n)
+        rank = np.arange(int(negative.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+        negatives = np.zeros((n, int(counts.max(initial=0))), dtype=np.int64)
+        negatives[group[negative], rank] = item[negative]
+        neg_log_q = None
+        if "log_q" in df:  # the sampler knows its negatives' draw probabilities
+            neg_log_q = np.zeros(negatives.shape, dtype=np.float32)
+            neg_log_q[group[negative], rank] = df["log_q"].to_numpy()[negative]
+        positives = item[start]
+        share = np.bincount(positives, minlength=int(positives.max(initial=0)) + 1)[positives] / max(n, 1)
         return cls(
-            users=col("user", torch.long),
-            items=col("item", torch.long),
-            labels=col("label", torch.float32),
-            weights=col("weight", torch.float32),
-            positives=col("positive", torch.long),
-            log_q=col("log_q", torch.float32) if "log_q" in df else None,
-            loss=manifest["loss"],
-            mixed_negatives=int(manifest.get("mixed_negatives", 0)),
+            users=torch.from_numpy(user[start].copy()), positives=torch.from_numpy(positives.copy()),
+            weights=torch.from_numpy(np.bincount(group[positive], weight[positive], minlength=n).astype(np.float32)),
+            negatives=torch.from_numpy(negatives), log_q=torch.from_numpy(np.log(share).astype(np.float32)),
+            neg_log_q=None if neg_log_q is None else torch.from_numpy(neg_log_q),
+            loss=manifest["loss"], mixed_negatives=int(manifest.get("mixed_negatives", 0)), mining=manifest.get("mining"),
         )
 
     def __len__(self) -> int:
         return len(self.users)
 
+    def seen(self, num_items: int) -> torch.Tensor:
+        """Sorted keys user * num_items + item of the positives (every train interaction): accidental hits."""
+        return torch.unique(self.users * num_items + self.positives)
+
     def batch(self, idx: torch.Tensor, dist: Dist) -> losses.Batch:
-        """This process's part of the global batch `idx`, on its device, and what of the whole batch a loss needs."""
+        """This process's part of the global batch of positives `idx`, on its device, with what of the whole batch a loss needs."""
         local, offset = dist.part(idx)
         to = lambda t: _to_device(t, dist.device)
         return losses.Batch(
-            users=to(self.users[local]), items=to(self.items[local]), positives=to(self.positives[local]),
-            labels=to(self.labels[local]), weights=to(self.weights[local]), batch_items=to(self.items[idx]),
-            batch_log_q=None if self.log_q is None else to(self.log_q[idx]),
-            total_weight=float(self.weights[idx].sum()), size=len(idx), offset=offset,
+            users=to(self.users[local]), positives=to(self.positives[local]), weights=to(self.weights[local]),
+            negatives=to(self.negatives[local]), neg_log_q=None if self.neg_log_q is None else to(self.neg_log_q[local]),
+            batch_users=to(self.users[idx]), batch_positives=to(self.positives[idx]), batch_log_q=to(self.log_q[idx]),
+            offset=offset,
         )
 
 
@@ -74,10 +100,12 @@ def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
 
 
 def loss_for(ex: Examples, model: TwoTower, params: TrainParams, generator: torch.Generator) -> losses.Loss:
-    """The loss `ex` is for, set up for `model`; draws (mixed negatives) come from `generator`."""
-    setup = losses.Setup(scale=model.logit_scale(), num_items=model.config.num_items, logq=params.logq,
-                         mixed_negatives=ex.mixed_negatives, generator=generator)
-    return losses.make(ex.loss, setup)
+    """`train.loss` (auto: the sampler's own) set up for `model`; draws (mixed negatives) come from `generator`."""
+    num_items = model.config.num_items
+    setup = losses.Setup(scale=model.logit_scale(), num_items=num_items, logq=params.logq,
+                         mixed_negatives=ex.mixed_negatives, generator=generator,
+                         seen=ex.seen(num_items) if params.mask_seen else None)
+    return losses.make(ex.loss if params.loss == "auto" else params.loss, setup)
 
 
 def batch_loss(net: torch.nn.Module, loss: losses.Loss, ex: Examples, idx: torch.Tensor, dist: Dist | None = None) -> torch.Tensor:
@@ -132,6 +160,13 @@ class TrainResult:
     positives_per_second: float = 0.0  # steady state: training positives through the optimiser per
     # second, after the first WARMUP_BATCHES batches of this run (allocator and caches warm)
 
+    def keep(self, model: TwoTower, epoch: int, recall: float) -> bool:
+        """Keep the model's weights if `recall` is the best so far; whether it was."""
+        if recall <= self.best_recall:
+            return False
+        self.state_dict, self.best_epoch, self.best_recall = _cpu_copy(model.state_dict()), epoch, recall
+        return True
+
 
 WARMUP_BATCHES = 10
 LONG_EPOCH_BATCHES = 500  # an epoch of this many batches or more shows its own progress bar
@@ -141,7 +176,6 @@ LONG_EPOCH_BATCHES = 500  # an epoch of this many batches or more shows its own 
 class _Clock:
     """Steady-state throughput: positives and seconds of the batches after the first WARMUP_BATCHES."""
 
-    is_positive: torch.Tensor
     batches: int = 0
     seconds: float = 0.0
     positives: int = 0
@@ -150,7 +184,7 @@ class _Clock:
         self.batches += 1
         if self.batches > WARMUP_BATCHES:
             self.seconds += time.perf_counter() - started
-            self.positives += int(self.is_positive[idx].sum())
+            self.positives += len(idx)
 
 
 def fit(
@@ -183,8 +217,8 @@ def fit(
     model.to(dist.device)
     opts = model.configure_optimizers(params)
     loss = loss_for(ex, model, params, generator)
-    start, clock = time.perf_counter(), _Clock(ex.labels > 0)
-    best, waited, first_epoch = _restored(resume, model, opts, generator, dist, on_epoch)
+    start, clock = time.perf_counter(), _Clock()
+    best, waited, first_epoch = _restored(resume, model, opts, generator, dist, on_epoch, ex)
     sparse = model.sparse_tables()
     net = dist.wrap(model, sparse)
     model.train()
@@ -195,6 +229,8 @@ def fit(
             bar.total = epoch - 1  # early stopping: the bar ends where training did
             break
         cores.rebalance()  # a stage that started or ended beside this one changes our share
+        if ex.mining and mining.due(ex.mining, epoch):
+            ex.negatives, ex.neg_log_q = mining.mine(model, ex, ex.mining, generator, params.eval_memory_mb), None
         total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress)
         recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb) if dist.is_main else 0.0)
         row = {"epoch": epoch, "loss": total / len(ex), f"val_recall@{params.k}": recall}
@@ -202,13 +238,9 @@ def fit(
         bar.set_postfix(loss=f"{row['loss']:.4f}", recall=f"{recall:.4f}")
         if on_epoch:
             on_epoch(row)
-        if recall > best.best_recall:
-            best.state_dict, best.best_epoch, best.best_recall = _cpu_copy(model.state_dict()), epoch, recall
-            waited = 0
-        else:
-            waited += 1
+        waited = 0 if best.keep(model, epoch, recall) else waited + 1
         if resume:
-            _save_state(resume, model, opts, generator, dist, best, epoch, waited)
+            _save_state(resume, model, opts, generator, dist, best, epoch, waited, ex)
     bar.close()
     model.to("cpu")
     best.seconds = time.perf_counter() - start
@@ -241,7 +273,7 @@ def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opts: list[tor
 
 
 def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Optimizer], generator: torch.Generator,
-              dist: Dist, on_epoch: Callable[[dict], None] | None) -> tuple[TrainResult, int, int]:
+              dist: Dist, on_epoch: Callable[[dict], None] | None, ex: Examples) -> tuple[TrainResult, int, int]:
     """(best so far, epochs waited, first epoch to run): a saved run's, or a fresh start's."""
     state = _load_state(resume) if resume else None
     if dist.world > 1 and dist.total(float(state is not None)) != dist.world:
@@ -254,6 +286,8 @@ def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Opt
         opt.load_state_dict(saved)
     torch.set_rng_state(state["torch_rng"][dist.rank])
     generator.set_state(state["generator"])
+    if state.get("negatives") is not None:  # the mined sampler's last draw
+        ex.negatives, ex.neg_log_q = state["negatives"], None
     best = TrainResult(state["best_state"], state["best_epoch"], state["best_recall"], state["history"])
     if dist.is_main:
         print(f"train: resuming after epoch {state['epoch']} from {resume.path}", file=sys.stderr)
@@ -264,7 +298,7 @@ def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Opt
 
 
 def _save_state(resume: Resume, model: TwoTower, opts: list[torch.optim.Optimizer], generator: torch.Generator,
-                dist: Dist, best: TrainResult, epoch: int, waited: int) -> None:
+                dist: Dist, best: TrainResult, epoch: int, waited: int, ex: Examples) -> None:
     """The end-of-epoch state, written atomically by rank 0 (every process's RNG, so each resumes its own)."""
     torch_rng = dist.gather_objects(torch.get_rng_state())
     if not dist.is_main:
@@ -274,6 +308,7 @@ def _save_state(resume: Resume, model: TwoTower, opts: list[torch.optim.Optimize
         "torch_rng": torch_rng, "generator": generator.get_state(),
         "best_state": best.state_dict, "best_epoch": best.best_epoch,
         "best_recall": best.best_recall, "history": best.history, "waited": waited,
+        "negatives": ex.negatives if ex.mining else None,
     }
     with atomic_path(resume.path) as tmp:
         torch.save({**state, "fingerprint": resume.fingerprint}, tmp)

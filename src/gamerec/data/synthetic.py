@@ -11,8 +11,10 @@ The hidden world behind the files (`simulate` returns it, for tests and for curi
 - brands have a home genre (most items of a genre come from its brands) and a price tier;
 - titles and descriptions use genre vocabularies plus shared noise words;
 - users like 1-3 genres and own 1-2 platforms; their draws follow those, then popularity;
-- also_view lists are popular items of the same genre, often of the same platform: the hard
-  negatives that users also tend to buy later;
+- also_view lists are popular items of the same genre, often of the same platform, for a
+  `also_view_taste` share of their entries, and any item for the rest: with the default, a
+  user buys later about as many of their items' also_view entries as on the real Video
+  Games data (bench/also_view_rate.py measures both);
 - the quirks of real dumps: duplicated metadata lines, reviewed items without metadata,
   also_view ids outside the catalogue, prices that are "", ranges or HTML/CSS junk.
 
@@ -326,9 +328,11 @@ class World:
 
 
 def _related(rng: np.random.Generator, cat: Catalogue, picker: _Picker, size: float,
-             empty: float, mix: tuple[float, float, float], foreign: float) -> tuple[np.ndarray, np.ndarray]:
+             empty: float, mix: tuple[float, float, float], foreign: float,
+             taste: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
     """Per item a list of similar items (CSR): same bucket, same genre or anywhere, by popularity,
-    without self or repeats; a `foreign` share replaced by ids outside the catalogue."""
+    without self or repeats; a `taste` share of entries follow this, the rest are any item,
+    uniformly; a `foreign` share replaced by ids outside the catalogue."""
     n = cat.genre.size
     length = np.where(rng.random(n) < empty, 0, np.maximum(rng.poisson(size, n), 1))
     owner = np.repeat(np.arange(n), length)
@@ -337,6 +341,9 @@ def _related(rng: np.random.Generator, cat: Catalogue, picker: _Picker, size: fl
     ids = picker.pick(rng, cat.genre[owner], plat)
     anywhere = kind == 2
     ids[anywhere] = picker.anywhere(rng, int(anywhere.sum()))
+    if taste < 1.0:  # viewed together, not bought by the same people: the real lists mostly are
+        blind = _exact_mask(rng, ids.size, 1.0 - taste)
+        ids[blind] = rng.integers(0, n, int(blind.sum()))
     owner, ids = _first_unique(owner, ids, ids != owner)
     alien = _exact_mask(rng, ids.size, foreign)
     ids[alien] = -1 - rng.integers(0, cat.foreign.size, int(alien.sum()))
@@ -374,7 +381,7 @@ def simulate(params: SyntheticParams, rng: np.random.Generator | None = None) ->
     latent[rng.random(user.size) < ANGRY_SHARE] = 1.0  # broken discs, wrong region: real 1-star bump
     rating = np.clip(np.rint(latent), 1, 5).astype(np.int64)
     size, foreign = params.also_view_size, params.foreign_also_view
-    also_view = _related(rng, cat, picker, size, 0.1, ALSO_VIEW_MIX, foreign)
+    also_view = _related(rng, cat, picker, size, 0.1, ALSO_VIEW_MIX, foreign, params.also_view_taste)
     also_buy = _related(rng, cat, picker, size / 2, 0.4, ALSO_BUY_MIX, foreign)
     return World(cat, users, user, item, day, rating, in_genre, also_view, also_buy)
 
@@ -495,7 +502,8 @@ def _format_prices(rng: np.random.Generator, p: SyntheticParams, price: np.ndarr
     out = [f"${x:,.2f}" for x in cents.tolist()]
     missing = _exact_mask(rng, n, p.missing_price)
     priced = rng.permutation(np.flatnonzero(~missing))
-    k = [min(priced.size, max(1, round(s * priced.size))) if priced.size else 0
+    # at least two of each quirk, so that a small file has them even if one item's metadata line is missing
+    k = [min(priced.size, max(2, round(s * priced.size))) if priced.size else 0
          for s in (COLLECTOR_SHARE, RANGE_SHARE, JUNK_SHARE)]
     collector = priced[: k[0]]
     ranges = priced[k[0]: k[0] + k[1]]

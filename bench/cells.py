@@ -1,0 +1,125 @@
+"""Every (negative set, loss) cell, tuned on validation and tested once: the table of which negatives help.
+
+    python bench/cells.py --data synthetic              # the default data (about 40 minutes)
+    python bench/cells.py --data real --raw data/raw/video_games_2014   # a folder DVC tracks (dvc add)
+
+1. For every cell, a grid of `model.temperature` x `train.lr` is queued as DVC experiments
+   of the `train` stage only (validation recall; test is never computed), and the queue runs
+   with two workers (the stages share the cores).
+2. Each cell's best point on validation recall@10 is run through the whole pipeline once
+   (`dvc exp run -n <data>-<cell>`): the same `evaluate`, the same protocol, for every cell.
+3. The table: test recall@10 and ndcg@10 with their 95% bootstrap intervals, auc,
+   auc_also_view, coverage@10, the mean popularity percentile of the top 10, the chosen
+   temperature and learning rate, and each cell's difference from in_batch x batch_softmax
+   (the default) with a paired bootstrap interval (`gamerec compare`). Markdown on stdout.
+
+Run it in a clone of the repository whose workspace is committed: every run is an experiment.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+from gamerec import compare, config, tuning  # noqa: E402
+
+CELLS = [  # (negative set, loss); in_batch's own negatives are the batch: its sampled softmax is batch_softmax
+    ("in_batch", "batch_softmax"), ("in_batch", "bce"),
+    ("out_batch", "bce"), ("out_batch", "sampled_softmax"), ("out_batch", "batch_softmax"),
+    ("also_view", "bce"), ("also_view", "sampled_softmax"), ("also_view", "batch_softmax"),
+    ("mined", "bce"), ("mined", "sampled_softmax"), ("mined", "batch_softmax"),
+    ("in_batch", "exact_softmax"),  # every catalogue item a negative: the reference
+]
+GRID = {"model.temperature": [0.1, 0.2], "train.lr": [0.005, 0.02]}
+METRICS = ["recall@10", "ndcg@10", "auc", "auc_also_view", "coverage@10", "popularity_percentile@10"]
+
+
+def cell_name(data: str, sampler: str, loss: str) -> str:
+    return f"{data}-{sampler}-{loss}".replace("_", "")
+
+
+def data_params(data: str, raw: str | None) -> dict[str, str]:
+    return {} if data == "synthetic" else {"prepare.raw_dir": raw, "prepare.min_interactions": "1"}
+
+
+def tune_cells(data: str, fixed: dict[str, str], jobs: int, budget: float) -> dict[str, dict]:
+    """Queue every cell's grid, run it, and return each cell's best point (its params) on validation."""
+    names = {}
+    for sampler, loss in CELLS:
+        prefix = cell_name(data, sampler, loss) + "-grid"
+        names[(sampler, loss)] = tuning.queue(prefix, tuning.points(GRID), {**fixed, "sampler": sampler,
+                                                                           "train.loss": loss}, "train")
+    print(f"cells: {sum(map(len, names.values()))} grid experiments queued", file=sys.stderr, flush=True)
+    tuning.run_queue(jobs, budget)
+    best = {}
+    for cell, cell_names in names.items():
+        rows = tuning.results(cell_names)
+        if rows:
+            params = rows[0]["params"]
+            best[cell] = {"model.temperature": params["model"]["temperature"], "train.lr": params["train"]["lr"],
+                          "val_recall@10": rows[0]["val_recall@10"]}
+    return best
+
+
+def test_cells(data: str, fixed: dict[str, str], best: dict[str, dict], jobs: int, budget: float) -> None:
+    """Run each cell's chosen point through the whole pipeline (evaluate included), as named experiments."""
+    for (sampler, loss), point in best.items():
+        sets = {**fixed, "sampler": sampler, "train.loss": loss, "model.temperature": point["model.temperature"],
+                "train.lr": point["train.lr"]}
+        tuning.queue(cell_name(data, sampler, loss), [{}], sets, "export")
+    tuning.run_queue(jobs, budget)
+
+
+def table(data: str, best: dict[str, dict], where: config.Paths) -> str:
+    """The markdown table of the tested cells, then the baselines, as the default cell's run measured them."""
+    import dvc.api
+
+    runs = {rev["name"]: rev for rev in tuning._revisions(json.loads(tuning._dvc("exp", "show", "--json").stdout))}
+    default = cell_name(data, "in_batch", "batch_softmax") + "-1"
+    head = ["negatives", "loss", *METRICS, "temperature", "lr", "val recall@10", "recall@10 - default [95%]"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def row(name: str, scorer: str, label: list[str], point: dict) -> str:
+        metrics = runs[name]["data"]["metrics"]["metrics/eval.json"]["data"][scorer]
+        intervals = json.loads(dvc.api.read(where.eval_report, rev=name))["intervals"][scorer]
+        shown = [f"{metrics[m]:.4f}" + (f" [{intervals[m][0]:.4f}, {intervals[m][1]:.4f}]" if m in intervals else "")
+                 for m in METRICS]
+        diff = "-"
+        if (name, scorer) != (default, "model"):
+            d = compare.compare(default, f"{name}:{scorer}", where.ranks)[0]
+            diff = f"{d['difference']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}]"
+        extra = [str(point.get("model.temperature", "-")), str(point.get("train.lr", "-")),
+                 f"{point['val_recall@10']:.4f}" if "val_recall@10" in point else "-"]
+        return "| " + " | ".join([*label, *shown, *extra, diff]) + " |"
+
+    for (sampler, loss), point in best.items():
+        if cell_name(data, sampler, loss) + "-1" in runs:
+            lines.append(row(cell_name(data, sampler, loss) + "-1", "model", [sampler, loss], point))
+    for scorer in ("als", "popularity"):
+        lines.append(row(default, scorer, [f"{scorer} baseline", "-"], {}))
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", choices=["synthetic", "real"], required=True)
+    parser.add_argument("--raw", help="the real data's raw folder (tracked by DVC), for --data real")
+    parser.add_argument("--jobs", type=int, default=2)
+    parser.add_argument("--budget-minutes", type=float, default=600)
+    parser.add_argument("--best", type=Path, help="a JSON of chosen points from an earlier run: skip the grid")
+    args = parser.parse_args()
+    fixed = data_params(args.data, args.raw)
+    if args.best:
+        best = {tuple(k.split("|")): v for k, v in json.loads(args.best.read_text()).items()}
+    else:
+        best = tune_cells(args.data, fixed, args.jobs, args.budget_minutes)
+        Path(f"cells-{args.data}.json").write_text(json.dumps({"|".join(k): v for k, v in best.items()}, indent=2))
+        test_cells(args.data, fixed, best, args.jobs, args.budget_minutes)
+    print(table(args.data, best, config.load(config.Paths, "paths")))
+
+
+if __name__ == "__main__":
+    main()

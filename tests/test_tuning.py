@@ -1,0 +1,28 @@
+"""The tuning grid and how its results are read from `dvc exp show --json`."""
+
+from gamerec import tuning
+
+
+def test_points_are_every_combination_in_order():
+    grid = {"model.temperature": [0.1, 0.2], "train.lr": [0.005], "model.hidden": [[], [64]]}
+    assert tuning.points(grid) == [
+        {"model.temperature": "0.1", "train.lr": "0.005", "model.hidden": "[]"},
+        {"model.temperature": "0.1", "train.lr": "0.005", "model.hidden": "[64]"},
+        {"model.temperature": "0.2", "train.lr": "0.005", "model.hidden": "[]"},
+        {"model.temperature": "0.2", "train.lr": "0.005", "model.hidden": "[64]"},
+    ]
+
+
+def test_results_rank_the_named_experiments_by_validation(monkeypatch):
+    def experiment(name, recall):
+        data = {"metrics": {"metrics/train.json": {"data": {"val_recall@10": recall}}},
+                "params": {"params.yaml": {"data": {"train": {"lr": recall}}}}}
+        return {"revs": [{"rev": name * 4, "name": name, "data": data}], "name": name}
+
+    shown = [{"rev": "workspace", "name": None, "data": {}},
+             {"rev": "abc", "name": "main", "data": {"metrics": {}},
+              "experiments": [experiment("t-1", 0.2), experiment("t-2", 0.3), experiment("other", 0.9)]}]
+    monkeypatch.setattr(tuning, "_dvc", lambda *args, **kw: type("R", (), {"stdout": __import__("json").dumps(shown)}))
+    rows = tuning.results(["t-1", "t-2", "t-3"])
+    assert [row["name"] for row in rows] == ["t-2", "t-1"]  # best first; t-3 never finished, other is not ours
+    assert rows[0]["params"]["train"]["lr"] == 0.3
