@@ -310,10 +310,9 @@ def test_each_game_is_explained_by_the_nearest_game_of_the_history(recommender, 
     for answer, history in ((recommender.recommend(users.iloc[3], 10), known_asins(recommender, users.iloc[3])),
                             (recommender.recommend(items=known_asins(recommender, users.iloc[7])[:4], k=10),
                              known_asins(recommender, users.iloc[7])[:4])):
-        rows = recommender.item_index.get_indexer(history)
+        rows = [recommender.row_of_item[asin] for asin in history]
         for item in answer["items"]:
-            similarity = recommender.item_vectors[rows] @ recommender.item_vectors[recommender.item_index.get_loc(
-                item["asin"])]
+            similarity = recommender.item_vectors[rows] @ recommender.item_vectors[recommender.row_of_item[item["asin"]]]
             assert item["because"]["asin"] == history[int(similarity.argmax())]
             assert item["because"]["similarity"] == pytest.approx(float(similarity.max()), abs=1e-6)
 

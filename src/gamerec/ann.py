@@ -87,15 +87,14 @@ def search(index: faiss.Index, queries: np.ndarray, k: int, exclude: Csr | None 
     n = len(queries)
     exclude = Csr.empty(n) if exclude is None else Csr(*exclude)
     if allowed is None:
-        base, pool = None, np.ones(index.ntotal, bool)
+        base, total = None, index.ntotal
     else:
-        pool = np.asarray(allowed, bool)
-        base = faiss.IDSelectorBitmap(np.packbits(pool, bitorder="little"))
-    total = int(pool.sum())
+        allowed = np.asarray(allowed, bool)
+        base, total = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little")), int(allowed.sum())
     scores, rows = np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
     for q in range(n):
         excluded = np.unique(exclude.indices[exclude.indptr[q] : exclude.indptr[q + 1]]).astype(np.int64)
-        reachable = total - int(pool[excluded].sum())
+        reachable = total - (len(excluded) if allowed is None else int(allowed[excluded].sum()))
         if reachable:
             scores[q], rows[q] = _search_one(index, queries[q : q + 1], k, _selector(base, excluded), ef_search,
                                              reachable)

@@ -91,7 +91,7 @@ class Recommender:
         for fields in self._fields:
             fields["price"] = None if math.isnan(fields["price"]) else fields["price"]
         self.row_of_user = dict(zip(users.user_id.tolist(), range(len(users))))
-        self.item_index = pd.Index(self.items.asin)
+        self.row_of_item = dict(zip(self.items.asin.tolist(), range(len(self.items))))
         self.by_popularity = np.argsort(-self.items.popularity.to_numpy(), kind="stable")
         self.values = {name: _Values.of(self.items[name]) for name in ("platform", "brand")}  # the text filters
         self.prices = self.items.price.to_numpy(dtype=np.float64)
@@ -178,7 +178,7 @@ class Recommender:
         """items.parquet rows of `asins`; an unknown one is UnknownItem (404 in the service)."""
         if len(asins) > MAX_ITEMS:
             raise GamerecError(f"{name}: {len(asins)} games given; at most {MAX_ITEMS}")
-        rows = self.item_index.get_indexer(list(asins)).astype(np.int64)
+        rows = np.fromiter((self.row_of_item.get(asin, -1) for asin in asins), np.int64, len(asins))
         unknown = [asin for asin, row in zip(asins, rows) if row < 0]
         if unknown:
             more = f" and {len(unknown) - 3} more" if len(unknown) > 3 else ""
