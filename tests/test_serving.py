@@ -345,6 +345,14 @@ def test_a_batch_answers_as_the_single_questions_do(served, models_dir, recommen
         recommender.recommend(user, 3) for user in (users.iloc[1], users.iloc[2], "NOBODY")]
 
 
+def test_a_users_file_that_cannot_be_read_is_one_line(models_dir, tmp_path):
+    (tmp_path / "binary.txt").write_bytes(b"A1\xff\xfe\n")
+    for path, says in ((tmp_path / "binary.txt", "not UTF-8 text"), (tmp_path / "absent.txt", "cannot read it")):
+        printed = cli("recommend", "--users-file", str(path), "--models", str(models_dir))
+        lines = printed.stderr.splitlines()
+        assert printed.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: --users-file {path}: {says}")
+
+
 # --- bad input: one error shape, a clear 4xx, never a 500 ------------------------------------------------------------
 
 

@@ -86,12 +86,15 @@ def _user_batches(path: str, size: int) -> Iterator[list[str]]:
         raise GamerecError(f"--users-file {path}: cannot read it ({exc.strerror})") from None
     with handle:
         batch: list[str] = []
-        for line in handle:
-            if line.strip():
-                batch.append(line.strip())
-            if len(batch) == size:
-                yield batch
-                batch = []
+        try:
+            for line in handle:
+                if line.strip():
+                    batch.append(line.strip())
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        except UnicodeDecodeError as exc:
+            raise GamerecError(f"--users-file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
         if batch:
             yield batch
 
