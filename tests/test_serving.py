@@ -226,6 +226,7 @@ def test_the_user_tower_embeds_each_known_history_as_the_export_did(served, reco
 
 LAZY = """
 import json, sys
+import gamerec.cli, gamerec.service
 from gamerec.recommender import Recommender
 r = Recommender(sys.argv[1])
 before = "torch" in sys.modules
