@@ -30,11 +30,13 @@ def main() -> None:
         distributed.launch(params.processes, __file__)
         return
     dist = distributed.init(params.device)
+    finished = False
     try:
         with distributed.stoppable(dist):
             train(prepared, sampler, model_params, params, where, dist)
+            finished = True
     finally:
-        distributed.shutdown()
+        distributed.shutdown(finished)
 
 
 @contextmanager

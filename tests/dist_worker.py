@@ -60,4 +60,4 @@ if __name__ == "__main__":
     results = [loss_and_grads(prepared, case, dist) for case in CASES]
     if dist.is_main:
         torch.save(results, out)
-    distributed.shutdown()
+    distributed.shutdown(finished=True)

@@ -6,8 +6,10 @@ import pytest
 from gamerec import ann
 
 
-def brute_force(items, queries, k, exclude):
+def brute_force(items, queries, k, exclude, allowed=None):
     scores = queries @ items.T
+    if allowed is not None:
+        scores[:, ~allowed] = -np.inf
     for q in range(len(queries)):
         scores[q, exclude[1][exclude[0][q] : exclude[0][q + 1]]] = -np.inf
     rows = np.argsort(-scores, axis=1, kind="stable")[:, :k]
@@ -33,6 +35,34 @@ def test_flat_search_is_brute_force_without_the_excluded_rows():
     assert np.array_equal(rows, brute_force(items, queries, 10, exclude))
     assert np.allclose(scores, np.take_along_axis(queries @ items.T, rows, 1), atol=1e-5)
     assert all(not set(rows[q]) & set(exclude[1][exclude[0][q] : exclude[0][q + 1]]) for q in range(30))
+
+
+def test_a_filter_keeps_only_its_rows_inside_the_search():
+    rng = np.random.default_rng(4)
+    items, queries = normalised(rng, 300), normalised(rng, 20)
+    allowed = rng.random(300) < 0.2  # a platform's share of the catalogue
+    exclude = csr([list(rng.choice(300, size=q % 5, replace=False)) for q in range(20)])
+    want = brute_force(items, queries, 10, exclude, allowed)
+    for kind in ann.KINDS:
+        scores, rows = ann.search(ann.build(items, kind), queries, 10, exclude, ef_search=64, allowed=allowed)
+        assert allowed[rows].all()
+        if kind == "flat":
+            assert np.array_equal(rows, want)
+        else:
+            assert np.mean([len(set(f) & set(e)) / 10 for f, e in zip(rows, want)]) >= 0.95
+
+
+def test_hnsw_finds_every_row_of_a_narrow_filter():
+    rng = np.random.default_rng(5)
+    items, query = normalised(rng, 3000), normalised(rng, 1)
+    allowed = np.zeros(3000, bool)
+    allowed[[3, 1500, 2999]] = True  # far fewer rows than the graph walk visits
+    index = ann.build(items, "hnsw", m=8, ef_construction=40)
+    scores, rows = ann.search(index, query, 5, csr([[1500]]), ef_search=16, allowed=allowed)
+    assert list(rows[0]) == list(brute_force(items, query, 5, csr([[1500]]), allowed)[0])
+    assert sorted(rows[0][:2]) == [3, 2999] and list(rows[0][2:]) == [-1, -1, -1] and np.isneginf(scores[0][2:]).all()
+    _, rows = ann.search(index, query, 5, csr([[3, 2999]]), allowed=allowed & (np.arange(3000) != 1500))
+    assert list(rows[0]) == [-1] * 5  # nothing left: no search at all
 
 
 def test_hnsw_finds_nearly_what_exact_search_finds():

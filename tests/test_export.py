@@ -1,12 +1,15 @@
 """The export stage's library: vectors for every served item and user, round trips, and index quality."""
 
+import json
+
 import numpy as np
 import pandas as pd
 import pytest
 import torch
 
-from gamerec import export, io
-from gamerec.config import ExportParams
+from gamerec import ann, export, io
+from gamerec.config import ExportParams, ModelParams
+from gamerec.model import UserTower, build
 
 
 @pytest.fixture(scope="module")
@@ -100,3 +103,26 @@ def test_model_and_prepared_data_of_different_runs_are_one_clear_error(tiny_mode
     (other / "stats.json").write_text(json.dumps({**stats, "num_items": stats["num_items"] - 1}))
     with pytest.raises(GamerecError, match="the model was trained on"):
         export.embed(tiny_model, Prepared(other), "train+val+test")
+
+
+def test_the_pooling_tower_goes_as_arrays_any_other_as_the_checkpoint_and_an_id_tower_not_at_all(
+        tiny_model, prepared, tmp_path):
+    pooled = build(prepared, ModelParams(dim=8, hidden=[6], history=3, user_id=False, pooling="mean"), seed=0)
+    kind, arrays = export.user_tower(pooled)
+    assert kind == "numpy" and arrays["embedding"].shape == (prepared.num_items - 1, 8)  # row 0 (unknown) dropped
+    assert np.array_equal(arrays["embedding"], pooled.item_tower.item.weight[1:].detach().numpy())
+    assert arrays["recency"].tolist() == [0, 0, 0]  # a plain mean: every weight exp(0)
+    assert [arrays[f"weight_{i}"].shape for i in range(2)] == [(6, 8), (8, 6)] and "weight_2" not in arrays
+    assert (bool(arrays["normalize"]), int(arrays["history"]), bool(arrays["user_id"])) == (True, 3, False)
+    catalogue = export.embed(pooled, prepared, "train+val")
+    export.write_serving(tmp_path / "serving", catalogue, ann.build(catalogue.item_vectors, "flat"), {})
+    assert sorted(p.name for p in (tmp_path / "serving").glob("user_tower.*")) == ["user_tower.npz"]
+    assert json.loads((tmp_path / "serving" / "serving.json").read_text())["user_tower"] == "numpy"
+    assert export.user_tower(tiny_model) == ("none", {})  # model.user_id: a list of games has no id
+
+    class AttentionTower(UserTower):
+        """Any tower but the pooling one itself."""
+
+    pooled.user_tower.__class__ = AttentionTower
+    kind, checkpoint = export.user_tower(pooled)
+    assert kind == "torch" and set(checkpoint) == {"config", "state_dict"}

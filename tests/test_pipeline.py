@@ -132,8 +132,9 @@ def test_cli_recommends_ten_games_the_user_has_not_reviewed(repo):
     result = run(repo, str(Path(sys.executable).parent / "gamerec"), "recommend", "--user", user, "-k", "10")
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert len(lines) == 11 and f"games for user {user} that they do not have" in lines[0]
-    asins = [line.split()[1] for line in lines[1:]]
+    assert len(lines) == 21 and f"games for user {user} that they do not have" in lines[0]
+    asins = [line.split()[1] for line in lines[1::2]]  # each game's line, then the game of theirs it is like
+    assert all(line.split()[:3] == ["because", "you", "played"] and line.split()[3] in reviewed for line in lines[2::2])
     assert len(set(asins)) == 10 and not set(asins) & reviewed
     catalogue = {json.loads(line)["asin"] for line in gzip.open(repo / "data/raw/synthetic/meta_Video_Games.json.gz", "rt")}
     assert set(asins) <= catalogue

@@ -30,8 +30,9 @@ def make_raw(n_users=6, n_items=5, seed=0):
         rows += [(f"U{u}", f"I{i}", 5.0, int(times[i])) for i in range(n_items)]
     items = items_frame(
         [
-            ("I0", "Racing Legends", "Speedy", 19.99, "<b>fast</b> cars", ["I1", "I2", "XX", "I0"], []),
-            ("I1", "Puzzle Box", "", float("nan"), "", ["I0", "I0"], []),
+            ("I0", "Racing Legends", "Speedy", 19.99, "<b>fast</b> cars", ["I1", "I2", "XX", "I0"],
+             ["Video Games", "PlayStation 3", "Games"]),
+            ("I1", "Puzzle Box", "", float("nan"), "", ["I0", "I0"], ["Video Games"]),
             ("I2", "Racing Two", "Speedy", 5.0, "cars again", [], []),
             ("I2", "dup line", "Other", 1.0, "", [], []),  # duplicate metadata: first wins
             ("I3", "Shooter", "Boom", float("nan"), "guns", ["I4"], []),
@@ -97,6 +98,8 @@ def test_encoders_features_and_csr_shapes():
     assert items.loc["I2", "brand_name"] == "Speedy"  # first metadata line wins
     assert items.loc["I2", "brand"] == items.loc["I0", "brand"] > 0
     assert items.loc["I1", "brand"] == 0 and items.loc["I4", "brand"] == 0
+    # the platform is the category path's second level; one level, no line or no metadata: none
+    assert items.platform.to_dict() == {"": "", "I0": "PlayStation 3", "I1": "", "I2": "", "I3": "", "I4": ""}
     assert p.brands[0] == "<unk>" and p.tokens[0] == "<unk>"
     indptr, indices = p.text
     assert len(indptr) == n_items + 1 and indices.min() >= 1 and indices.max() < len(p.tokens)

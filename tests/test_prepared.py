@@ -28,7 +28,7 @@ def write_folder(folder, num_items=4, num_users=3):
     pd.DataFrame({
         "item": np.arange(num_items, dtype=np.int32), "item_id": ["", "x", "y", "z"][:num_items],
         "title": [""] * num_items, "brand": np.array([0, 1, 0, 1][:num_items], dtype=np.int32),
-        "brand_name": ["", "Acme", "", "Acme"][:num_items], "price": [np.nan, 9.0, np.nan, 99.0][:num_items],
+        "brand_name": ["", "Acme", "", "Acme"][:num_items], "platform": ["", "PC", "", "Mac"][:num_items], "price": [np.nan, 9.0, np.nan, 99.0][:num_items],
         "price_missing": [True, False, True, False][:num_items],
     }).to_parquet(folder / "items.parquet", index=False)
     np.savez(folder / "also_view.npz", indptr=np.array([0, 0, 1, 1, 1]), indices=np.array([3], dtype=np.int32))

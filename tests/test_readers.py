@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from gamerec.data.prepare import platform_of
 from gamerec.data.readers import (
     INTERACTION_COLUMNS,
     ITEM_COLUMNS,
@@ -90,6 +91,7 @@ def test_amazon_2014(tmp_path):
         "Dirt 2", "Codemasters", 19.99, "Race cars.")
     assert dirt["also_view"] == ["B00004SVX5", "B2"]  # related.also_viewed, not also_bought
     assert dirt["categories"] == ["Video Games", "PC", "Games", "Xbox 360"]
+    assert platform_of(dirt["categories"]) == "PC"  # the first category path's second level
     tony = items["B00004SVX5"]
     assert (tony["title"], tony["brand"], tony["description"]) == ("Tony's Pro Skater", "", "")
     assert math.isnan(tony["price"]) and tony["also_view"] == [] and tony["categories"] == []
@@ -119,7 +121,8 @@ def test_amazon_2018(tmp_path):
     one, two, two_again = data.items.to_dict("records")
     assert one["description"] == "Great game. Two discs."
     assert (one["price"], one["brand"], one["also_view"]) == (1250.0, "Nintendo", ["I2", "I9"])
-    assert one["categories"] == ["Video Games", "PC"]
+    assert one["categories"] == ["Video Games", "PC"] and platform_of(one["categories"]) == "PC"
+    assert platform_of(two["categories"]) == ""
     assert two["title"] == '<span class="a-size-medium">' and two["price"] == 10.99
     assert math.isnan(two_again["price"]) and two_again["title"] == ""
     files = data.report["files"]
@@ -154,6 +157,7 @@ def test_amazon_2023_plain_and_gzip(tmp_path):
     assert (console["item_id"], console["brand"], console["price"]) == ("P1", "Sony", 299.99)
     assert console["description"] == "Part one. Part two."
     assert console["also_view"] == [] and console["categories"] == ["Video Games", "PlayStation 4"]
+    assert platform_of(console["categories"]) == "PlayStation 4" and platform_of(cable["categories"]) == ""
     assert cable["brand"] == "" and math.isnan(cable["price"])
 
 

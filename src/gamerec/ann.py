@@ -2,9 +2,10 @@
 
 Scores are inner products, as in the evaluation (the model's embeddings are normalised, so
 an inner product is a cosine). An index's rows are the rows of the export's `items.parquet`.
-A query can exclude rows (a user's own games): the search fetches that many more
-candidates and drops them, so flat search returns exactly what the evaluation's ranking
-returns, and HNSW approximates it.
+A query can exclude rows (a user's own games) and keep only the rows a filter allows: both
+are one faiss ID selector handed to the search itself, so the search never returns a row it
+must drop and never fetches more than k. Flat search then returns exactly what the
+evaluation's ranking returns, and HNSW approximates it.
 """
 
 from __future__ import annotations
@@ -51,33 +52,51 @@ def kind_of(index: faiss.Index) -> str:
     return "hnsw" if isinstance(faiss.downcast_index(index), faiss.IndexHNSW) else "flat"
 
 
+def _selector(allowed: faiss.IDSelector | None, excluded: np.ndarray) -> faiss.IDSelector | None:
+    """The rows a query may get: those `allowed` selects (all when None) that are not `excluded`."""
+    if not len(excluded):
+        return allowed
+    others = faiss.IDSelectorNot(faiss.IDSelectorBatch(excluded))
+    return others if allowed is None else faiss.IDSelectorAnd(allowed, others)
+
+
+def _search_one(index: faiss.Index, query: np.ndarray, k: int, selector: faiss.IDSelector | None,
+                ef_search: int, reachable: int) -> tuple[np.ndarray, np.ndarray]:
+    """One query's (scores, rows) among the rows `selector` keeps, of which there are `reachable`."""
+    if kind_of(index) == "flat":
+        return index.search(query, k, params=faiss.SearchParameters(sel=selector))
+    scores, rows = index.search(query, k, params=faiss.SearchParametersHNSW(sel=selector, efSearch=max(ef_search, k)))
+    if (rows >= 0).sum() < min(k, reachable):
+        # A filter that leaves few rows can hide them from the graph walk (it visits efSearch
+        # nodes, selected or not): search those rows exactly, in the index's own vector store.
+        storage = faiss.downcast_index(faiss.downcast_index(index).storage)
+        scores, rows = storage.search(query, k, params=faiss.SearchParameters(sel=selector))
+    return scores, rows
+
+
 def search(index: faiss.Index, queries: np.ndarray, k: int, exclude: Csr | None = None,
-           ef_search: int = 128) -> tuple[np.ndarray, np.ndarray]:
+           ef_search: int = 128, allowed: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """(scores, rows), each [len(queries), k], best first, without each query's excluded rows.
 
+    `allowed` (a bool per index row, shared by the queries) keeps only the rows it marks.
     Where fewer than k rows remain, the tail is padded with row -1 and score -inf. HNSW
-    searches at least `ef_search` candidates, and at least as many as it must return.
+    searches at least `ef_search` candidates, and at least k. Each query is one faiss call,
+    since faiss takes one selector per call and each query excludes its own rows.
     """
     queries = np.ascontiguousarray(queries, dtype=np.float32)
     n = len(queries)
-    if exclude is None:
-        exclude = (np.zeros(n + 1, np.int64), np.zeros(0, np.int64))
-    indptr, indices = exclude
-    counts = np.diff(indptr)
-    fetch = max(1, min(index.ntotal, k + int(counts.max(initial=0))))
-    params = None
-    if kind_of(index) == "hnsw":
-        params = faiss.SearchParametersHNSW(efSearch=max(ef_search, fetch))
-    scores, rows = index.search(queries, fetch, params=params)
-    # a candidate is dropped when it is padding (-1) or one of its query's excluded rows
-    banned = np.repeat(np.arange(n, dtype=np.int64), counts) * index.ntotal + indices
-    drop = (rows < 0) | np.isin(np.arange(n, dtype=np.int64)[:, None] * index.ntotal + rows, banned)
-    order = np.argsort(drop, axis=1, kind="stable")[:, :k]  # kept candidates first, in score order
-    rows, scores = np.take_along_axis(rows, order, 1), np.take_along_axis(scores, order, 1)
-    dropped = np.take_along_axis(drop, order, 1)
-    rows[dropped], scores[dropped] = -1, -np.inf
-    if rows.shape[1] < k:  # a catalogue smaller than k
-        pad = k - rows.shape[1]
-        rows = np.pad(rows, ((0, 0), (0, pad)), constant_values=-1)
-        scores = np.pad(scores, ((0, 0), (0, pad)), constant_values=-np.inf)
+    exclude = Csr.empty(n) if exclude is None else Csr(*exclude)
+    if allowed is None:
+        base, total = None, index.ntotal
+    else:
+        allowed = np.asarray(allowed, bool)
+        base, total = faiss.IDSelectorBitmap(np.packbits(allowed, bitorder="little")), int(allowed.sum())
+    scores, rows = np.full((n, k), -np.inf, np.float32), np.full((n, k), -1, np.int64)
+    for q in range(n):
+        excluded = np.unique(exclude.indices[exclude.indptr[q] : exclude.indptr[q + 1]]).astype(np.int64)
+        reachable = total - (len(excluded) if allowed is None else int(allowed[excluded].sum()))
+        if reachable:
+            scores[q], rows[q] = _search_one(index, queries[q : q + 1], k, _selector(base, excluded), ef_search,
+                                             reachable)
+    scores[rows < 0] = -np.inf  # faiss pads with -FLT_MAX
     return scores, rows

@@ -2,7 +2,8 @@
 
 `gamerec recommend`, `gamerec similar` and `gamerec serve` read what the `export` stage wrote
 (`paths.serving` of ./params.yaml, or --models). A user error (unknown item, missing files, bad k) is one line on
-stderr and exit status 1, never a traceback.
+stderr and exit status 1, never a traceback. Nothing here imports PyTorch: a command costs
+loading the export, not the model.
 """
 
 from __future__ import annotations
@@ -10,10 +11,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 from gamerec import config
 from gamerec.errors import GamerecError
 from gamerec.stage import paths, run_stage
+
+FILTERS = ("platform", "brand", "min_price", "max_price", "exclude")  # `recommend`'s filter options, as named in answers
 
 
 def _k(text: str) -> int:
@@ -25,20 +29,42 @@ def _k(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc) if isinstance(exc, GamerecError) else f"{text!r} is not an integer")
 
 
+def _asins(text: str) -> list[str]:
+    """`ASIN,ASIN,...` as a list, blanks dropped."""
+    return [asin.strip() for asin in text.split(",") if asin.strip()]
+
+
+def _filters(query: dict) -> str:
+    """The question's filters in words, e.g. ` (PlayStation 4, $10.00 to $30.00, 2 left out)`."""
+    low, high = query.get("min_price"), query.get("max_price")
+    parts = [query.get("platform"), query.get("brand") and f"brand {query['brand']}",
+             (low is not None or high is not None) and f"${low or 0:.2f} to " + ("any price" if high is None else f"${high:.2f}"),
+             query.get("exclude") and f"{len(query['exclude'])} left out"]
+    shown = [part for part in parts if part]
+    return f" ({', '.join(shown)})" if shown else ""
+
+
 def format_answer(answer: dict) -> str:
-    """An answer as a few readable lines: a header, then rank, ASIN, score, price, brand, title."""
+    """An answer as readable lines: a header, then per game rank, ASIN, score, price, platform, brand, title,
+    and the game it is recommended because of."""
     query, items = answer["query"], answer["items"]
-    if "user" in query:
-        head = answer.get("note") or (
-            f"{len(items)} games for user {query['user']} that they do not have ({answer['owned']} they have)"
-        )
-    else:
+    if "item" in query:
         head = f"{len(items)} games nearest to {query['item']} ({(query['title'] or 'no title')[:50]})"
-    lines = [f"{head}; model {answer['model_version'][:12]}"]
+    elif answer["note"]:
+        head = answer["note"]
+    elif query["user"] is not None:
+        head = f"{len(items)} games for user {query['user']} that they do not have ({answer['owned']} they have)"
+    else:
+        head = f"{len(items)} games to play after the {answer['owned']} given"
+    lines = [f"{head}{'' if 'item' in query else _filters(query)}; model {answer['model_version'][:12]}"]
     for item in items:
         price = "" if item["price"] is None else f"${item['price']:.2f}"
         lines.append(f"{item['rank']:>3}  {item['asin']:<12} {item['score']:>9.4f}  {price:>9}  "
-                     f"{(item['brand'] or '-')[:20]:<20}  {(item['title'] or '-')[:70]}")
+                     f"{(item['platform'] or '-')[:16]:<16}  {(item['brand'] or '-')[:20]:<20}  {(item['title'] or '-')[:60]}")
+        if item["because"]:
+            because = item["because"]
+            lines.append(f"{'':>17}because you played {because['asin']} {(because['title'] or '-')[:50]} "
+                         f"(similarity {because['similarity']:.2f})")
     return "\n".join(lines)
 
 
@@ -52,12 +78,46 @@ def _models(args: argparse.Namespace) -> str:
     return paths().serving
 
 
-def _query(args: argparse.Namespace) -> None:
-    """`recommend` or `similar`, printed as a table or as the service's JSON."""
-    from gamerec.recommender import Recommender
+def _user_batches(path: str, size: int) -> Iterator[list[str]]:
+    """The reviewer ids of a file (one a line, blanks skipped; `-` is stdin), `size` at a time."""
+    try:
+        handle = sys.stdin if path == "-" else open(path, encoding="utf-8")
+    except OSError as exc:
+        raise GamerecError(f"--users-file {path}: cannot read it ({exc.strerror})") from None
+    with handle:
+        batch: list[str] = []
+        try:
+            for line in handle:
+                if line.strip():
+                    batch.append(line.strip())
+                if len(batch) == size:
+                    yield batch
+                    batch = []
+        except UnicodeDecodeError as exc:
+            raise GamerecError(f"--users-file {path}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
+        if batch:
+            yield batch
+
+
+def _recommend(args: argparse.Namespace) -> None:
+    """A user's or a list's games as a table or JSON; for --users-file, one JSON answer per line."""
+    from gamerec.recommender import MAX_BATCH, Recommender
 
     recommender = Recommender(_models(args))
-    answer = recommender.recommend(args.user, args.k) if args.command == "recommend" else recommender.similar(args.item, args.k)
+    filters = {name: getattr(args, name) for name in FILTERS}
+    if args.users_file:
+        for users in _user_batches(args.users_file, MAX_BATCH):
+            for answer in recommender.recommend_many([{"user": user, "k": args.k, **filters} for user in users], None):
+                print(json.dumps(answer))
+        return
+    answer = recommender.recommend(args.user, args.k, items=args.items, **filters)
+    print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
+
+
+def _similar(args: argparse.Namespace) -> None:
+    from gamerec.recommender import Recommender
+
+    answer = Recommender(_models(args)).similar(args.item, args.k)
     print(json.dumps(answer, indent=2) if args.json else format_answer(answer))
 
 
@@ -110,21 +170,32 @@ def _serve(args: argparse.Namespace) -> None:
     serve(_models(args), args.host, args.port)
 
 
-def parser() -> argparse.ArgumentParser:
-    """The `gamerec` command's arguments."""
+def _add_recommend(commands) -> None:
+    common = _common()
+    sub = commands.add_parser("recommend", parents=[common], help="top-k games for a user or after a list of games",
+                              description="Top-k games for a known user, or after a list of games, without those games.")
+    who = sub.add_mutually_exclusive_group(required=True)
+    who.add_argument("--user", help="reviewer id (Amazon reviewerID / user_id)")
+    who.add_argument("--items", type=_asins, metavar="ASIN,ASIN,...", help="the games played, oldest first")
+    who.add_argument("--users-file", metavar="FILE", help="one reviewer id per line ('-': stdin): one JSON answer a line")
+    sub.add_argument("--platform", help="only games of this platform (any case), e.g. 'PlayStation 4'")
+    sub.add_argument("--brand", help="only games of this brand (any case)")
+    sub.add_argument("--min-price", type=float, help="only games with a price of at least this")
+    sub.add_argument("--max-price", type=float, help="only games with a price of at most this")
+    sub.add_argument("--exclude", type=_asins, default=[], metavar="ASIN,ASIN,...", help="games never to recommend")
+    sub.set_defaults(run=_recommend)
+
+
+def _common() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--models", help="folder the export stage wrote (default: paths.serving of ./params.yaml)")
-    top = argparse.ArgumentParser(prog="gamerec", description="Recommend video games with the exported two-tower model.")
-    commands = top.add_subparsers(dest="command", required=True)
-    for name, help_text, key, key_help in (
-        ("recommend", "top-k games for a user, without the games they have", "--user", "reviewer id (Amazon reviewerID / user_id)"),
-        ("similar", "the games nearest to a game in the item tower's space", "--item", "the game's ASIN"),
-    ):
-        sub = commands.add_parser(name, parents=[common], help=help_text, description=help_text)
-        sub.add_argument(key, required=True, help=key_help)
-        sub.add_argument("-k", type=_k, default=10, help="how many games (1 to 100, default 10)")
-        sub.add_argument("--json", action="store_true", help="print the service's JSON answer instead of a table")
-        sub.set_defaults(run=_query)
+    common.add_argument("-k", type=_k, default=10, help="how many games (1 to 100, default 10)")
+    common.add_argument("--json", action="store_true", help="print the service's JSON answer instead of a table")
+    return common
+
+
+def _add_compare(commands) -> None:
+    """`gamerec compare A B`."""
     compare = commands.add_parser(
         "compare", help="is B better than A beyond noise? (paired bootstrap over test users)",
         description="A and B are REV[:SCORER]: REV is workspace, a git revision or a DVC experiment name; SCORER "
@@ -137,6 +208,10 @@ def parser() -> argparse.ArgumentParser:
     compare.add_argument("--seed", type=int, default=0)
     compare.add_argument("--json", action="store_true", help="print JSON instead of lines")
     compare.set_defaults(run=_compare)
+
+
+def _add_tune(commands) -> None:
+    """`gamerec tune`."""
     tune = commands.add_parser(
         "tune", help="search params on validation through DVC experiments, apply the best (params group tune)",
         description="Queues one `dvc exp run --queue` per point of tune.grid, runs the queue within "
@@ -149,8 +224,23 @@ def parser() -> argparse.ArgumentParser:
     tune.add_argument("--budget-minutes", type=float, help="time budget (default tune.budget_minutes)")
     tune.add_argument("--no-apply", action="store_true", help="rank only; leave the workspace as it is")
     tune.set_defaults(run=_tune)
-    serve = commands.add_parser("serve", parents=[common], help="the HTTP service (FastAPI on uvicorn)",
-                                description="GET /recommend?user=ID&k=10, /similar?item=ASIN&k=10, /health")
+
+
+def parser() -> argparse.ArgumentParser:
+    """The `gamerec` command's arguments."""
+    top = argparse.ArgumentParser(prog="gamerec", description="Recommend video games with the exported two-tower model.")
+    commands = top.add_subparsers(dest="command", required=True)
+    _add_recommend(commands)
+    _add_compare(commands)
+    _add_tune(commands)
+    similar = commands.add_parser("similar", parents=[_common()], help="the games nearest to a game in the item tower's space",
+                                  description="The games nearest to a game in the item tower's space.")
+    similar.add_argument("--item", required=True, help="the game's ASIN")
+    similar.set_defaults(run=_similar)
+    serve = commands.add_parser("serve", help="the HTTP service (FastAPI on uvicorn)",
+                                description="GET /v1/recommend, POST /v1/recommend, GET /v1/similar, GET /v1/health; "
+                                            "reloads when the export changes (or on SIGHUP); see docs/serving.md")
+    serve.add_argument("--models", help="folder the export stage wrote (default: paths.serving of ./params.yaml)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     serve.set_defaults(run=_serve)

@@ -255,7 +255,7 @@ class ExportParams:
     flat_max_items: int = _range(1, default=50_000)
     hnsw_m: int = _range(4, 256, default=32)  # graph links per item: more = better recall, bigger index
     ef_construction: int = _range(8, default=200)  # candidates while building the graph
-    ef_search: int = _range(1, default=128)  # candidates per query (at least k + the user's own items)
+    ef_search: int = _range(1, default=128)  # HNSW candidates per query (at least k)
     # what serving knows of a user (history for the user tower, items never recommended back);
     # train+val is what the evaluation's test ranking knows
     known: Literal["train+val+test", "train+val"] = "train+val+test"

@@ -162,9 +162,17 @@ def init(device_name: str) -> Dist:
     return Dist(dist.get_rank(), dist.get_world_size(), device)
 
 
-def shutdown() -> None:
-    """Leave the process group, if this process joined one."""
+def shutdown(finished: bool = False) -> None:
+    """Leave the process group, if this process joined one; when `finished`, once every process is done.
+
+    Rank 0 writes the outputs while the others wait; a process that tore its gloo sockets
+    down meanwhile made a peer's transport thread abort ("terminate called without an active
+    exception", seen here under load). After a finished run a barrier lets them all leave
+    together; after Ctrl-C or an error there is no waiting for peers that may be gone.
+    """
     if dist.is_available() and dist.is_initialized():
+        if finished:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -9,6 +9,9 @@ The `export` stage writes one folder (`paths.serving`), all read by `gamerec.rec
 - `users.npy`: row u is user u's vector, the user tower over everything known of the user.
   A plain array, memory-mapped by readers: a million users' vectors are gigabytes, and one
   query reads one row.
+- `user_tower.npz` or `user_tower.pt`: the user tower itself, so that serving can embed any
+  list of games (`gamerec.tower`: NumPy arrays for the pooling tower, the checkpoint for any
+  other; none for a tower that needs the user id).
 - `index.faiss`: the served index over the item vectors, flat or HNSW.
 - `serving.json`: the model version (the md5 of the checkpoint, as in dvc.lock) and how the
   rest was made.
@@ -34,9 +37,10 @@ from gamerec.config import ExportParams
 from gamerec.csr import Csr
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path, write_json, write_table
-from gamerec.model import TwoTower
+from gamerec.model import TwoTower, UserTower
 from gamerec.prepared import Prepared
 from gamerec.recommender import FILES
+from gamerec.tower import FILES as TOWER_FILES
 
 EMBED_CHUNK = 1 << 16  # users embedded at once
 LATENCY_QUERIES = 1000  # single-user queries timed per index kind
@@ -46,12 +50,39 @@ LATENCY_QUERIES = 1000  # single-user queries timed per index kind
 class Catalogue:
     """Everything the service serves, as arrays; rows of `items` are index rows."""
 
-    items: pd.DataFrame  # asin, title, brand, price, popularity
+    items: pd.DataFrame  # asin, title, brand, platform, price, popularity
     item_vectors: np.ndarray  # [items, dim] float32
     users: pd.DataFrame  # user_id
     user_vectors: np.ndarray  # [users, dim] float32
     known: Csr  # row u: items.parquet rows user u has, oldest first
     test_users: np.ndarray  # users rows with a test interaction: the queries the index is measured on
+    user_tower: tuple[str, dict]  # gamerec.tower's kind, and what its file holds
+
+
+def pool_arrays(model: TwoTower) -> dict[str, np.ndarray]:
+    """The pooling user tower as the arrays `tower.NumpyTower` evaluates (item rows shifted to items.parquet's)."""
+    tower, arch = model.user_tower, model.config.arch
+    recency = tower.recency if tower.recency is not None else torch.zeros(arch.history)  # exp(0) = 1: a plain mean
+    weights = {"embedding": tower.item_embedding.weight[1:], "recency": recency}
+    linears = [layer for layer in tower.mlp if isinstance(layer, torch.nn.Linear)]
+    for i, layer in enumerate(linears):
+        weights[f"weight_{i}"], weights[f"bias_{i}"] = layer.weight, layer.bias
+    flags = {"normalize": arch.normalize, "history": arch.history, "user_id": arch.user_id}
+    return {**{name: w.detach().numpy().astype(np.float32) for name, w in weights.items()},
+            **{name: np.array(flag) for name, flag in flags.items()}}
+
+
+NUMPY_TOWERS = {UserTower: pool_arrays}  # user towers serving evaluates in NumPy; any other goes as a checkpoint
+WRITE_TOWER = {"numpy": lambda path, arrays: np.savez(path, **arrays),
+               "torch": lambda path, checkpoint: torch.save(checkpoint, path)}
+
+
+def user_tower(model: TwoTower) -> tuple[str, dict]:
+    """How serving embeds a list of games (see gamerec.tower): the kind, and what its file holds."""
+    if model.config.arch.user_id:  # a list of games has no user id
+        return "none", {}
+    arrays = NUMPY_TOWERS.get(type(model.user_tower))
+    return ("torch", model.checkpoint()) if arrays is None else ("numpy", arrays(model))
 
 
 @torch.no_grad()
@@ -82,6 +113,7 @@ def embed(model: TwoTower, prepared: Prepared, known: str) -> Catalogue:
             "asin": items.item_id.to_numpy()[1:],
             "title": items.title.to_numpy()[1:],
             "brand": items.brand_name.to_numpy()[1:],
+            "platform": items.platform.to_numpy()[1:],
             "price": np.where(items.price_missing.to_numpy(), np.nan, items.price.to_numpy())[1:],
             "popularity": popularity[1:].astype(np.int64),
         }),
@@ -90,6 +122,7 @@ def embed(model: TwoTower, prepared: Prepared, known: str) -> Catalogue:
         user_vectors=np.ascontiguousarray(user_vectors, dtype=np.float32),
         known=Csr(indptr.astype(np.int64), history.indices[history.indptr[1]:].astype(np.int64) - 1),
         test_users=test_users.astype(np.int64),
+        user_tower=user_tower(model),
     )
 
 
@@ -115,20 +148,6 @@ def exact_top_k(catalogue: Catalogue, users: np.ndarray, k: int, memory_mb: floa
     return top
 
 
-def search_users(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_search: int,
-                 batch: int = 1024) -> np.ndarray:
-    """Top k rows of `users` from `index`, their known items excluded, in batches of similar history length."""
-    counts = np.diff(catalogue.known[0])[users]
-    order = np.argsort(counts, kind="stable")  # a batch fetches k + its longest history: keep them alike
-    out = np.empty((len(users), k), np.int64)
-    for start in range(0, len(users), batch):
-        part = order[start : start + batch]
-        _, rows = ann.search(index, catalogue.user_vectors[users[part]], k,
-                             catalogue.known.select(users[part]), ef_search)
-        out[part] = rows
-    return out
-
-
 def recall_against(found: np.ndarray, exact: np.ndarray) -> float:
     """Mean over users of |found ∩ exact| / |exact| (padding -1 ignored); users with nothing to find skipped."""
     valid = exact >= 0
@@ -142,7 +161,7 @@ def query_latency_ms(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_
     times = []
     for user in users[:LATENCY_QUERIES]:
         query = catalogue.user_vectors[user : user + 1]
-        exclude = catalogue.known.select(np.array([user]))
+        exclude = catalogue.known.select(np.array([user]))  # as serving does: inside the search
         start = time.perf_counter()
         ann.search(index, query, k, exclude, ef_search)
         times.append(time.perf_counter() - start)
@@ -169,7 +188,8 @@ def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict,
         start = time.perf_counter()
         indexes[kind] = ann.build(catalogue.item_vectors, kind, params.hnsw_m, params.ef_construction)
         build_seconds = time.perf_counter() - start
-        found = search_users(indexes[kind], catalogue, users, params.k, params.ef_search)
+        _, found = ann.search(indexes[kind], catalogue.user_vectors[users], params.k, catalogue.known.select(users),
+                              params.ef_search)
         report[kind] = {
             f"recall@{params.k}": round(recall_against(found, exact), 6),
             "timings": {**query_latency_ms(indexes[kind], catalogue, users, params.k, params.ef_search),
@@ -187,5 +207,9 @@ def write_serving(folder: Path, catalogue: Catalogue, index, manifest: dict) -> 
         write_table(users, catalogue.users, known=catalogue.known)
         np.save(vectors, catalogue.user_vectors)
         faiss.write_index(index, str(index_file))
+        kind, tower = catalogue.user_tower
+        if kind in WRITE_TOWER:
+            WRITE_TOWER[kind](tmp / TOWER_FILES[kind], tower)
         write_json(version, {**manifest, "index": ann.kind_of(index), "items": len(catalogue.items),
-                                          "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1])})
+                             "users": len(catalogue.users), "dim": int(catalogue.item_vectors.shape[1]),
+                             "user_tower": kind})

@@ -130,8 +130,8 @@ class Prepared:
     @cached_property
     def items(self) -> pd.DataFrame:
         """One row per item id (row 0: unknown), in id order."""
-        return self._frame(ITEMS, ["item", "item_id", "title", "brand", "brand_name", "price", "price_missing"],
-                           self.num_items).sort_values("item", ignore_index=True)
+        columns = ["item", "item_id", "title", "brand", "brand_name", "platform", "price", "price_missing"]
+        return self._frame(ITEMS, columns, self.num_items).sort_values("item", ignore_index=True)
 
     @cached_property
     def users(self) -> pd.DataFrame:

@@ -2,7 +2,7 @@
 
 INTERACTIONS = "interactions.parquet"  # user, item, timestamp, rating, split ("train" | "val" | "test")
 USERS = "users.parquet"  # user, user_id (row 0: unknown)
-ITEMS = "items.parquet"  # item, item_id, title, brand, brand_name, price, price_missing
+ITEMS = "items.parquet"  # item, item_id, title, brand, brand_name, platform, price, price_missing
 TEXT = "text.npz"  # indptr, indices: title + description token ids per item
 ALSO_VIEW = "also_view.npz"  # indptr, indices: item -> also-viewed items in the catalogue
 VOCAB = "vocab.json"  # {"brands": [...], "tokens": [...]}, index 0 = "<unk>"

@@ -98,6 +98,18 @@ def also_view_csr(items: pd.DataFrame, item_index: pd.Index) -> tuple[Csr, int]:
     return Csr.from_pairs(links.src.to_numpy(), links.dst.to_numpy().astype(np.int32), len(items)), unknown
 
 
+def platform_of(categories: list[str]) -> str:
+    """The second level of an item's category path, "" when it has none.
+
+    In Video Games that level is the platform, in every format the readers know: 2018
+    `category` ["Video Games", "PlayStation 3", "Games"], 2023 `categories` ["Video Games",
+    "PC", ...], and 2014's first path of `categories` (the readers flatten the paths in
+    order, so the first path's second entry stays second). Other categories name a
+    sub-category there ("Gift Card Accessories"); a path of one level has none.
+    """
+    return str(categories[1]).strip() if len(categories) > 1 else ""
+
+
 def _encode(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
     """Codes 1..n for the sorted distinct values (0 stays free for unknown)."""
     index = pd.Index(np.sort(values.unique()))
@@ -123,6 +135,7 @@ def prepare(raw: RawData, params: PrepareParams) -> PreparedData:
     )
     items, has_meta, cleaning["duplicate_metadata_lines"] = _catalogue(raw.items, item_index)
     brands = _encode_brands(items)
+    items["platform"] = items["categories"].apply(platform_of)
     docs = [tokenize(f"{t} {d}") for t, d in zip(items["title"], items["description"])]
     docs[0] = []
     tokens = build_vocabulary(docs, params.text.min_count, params.text.max_vocab)
@@ -140,7 +153,7 @@ def prepare(raw: RawData, params: PrepareParams) -> PreparedData:
     sizes = {"num_users": len(users), "num_items": len(items), "num_brands": len(brands), "num_tokens": len(tokens)}
     report = {"interactions": len(interactions), "users": len(user_index), "items": len(item_index),
               "splits": splits, "coverage": coverage, "cleaning": cleaning, "raw": raw.report}
-    columns = ["item", "item_id", "title", "brand", "brand_name", "price", "price_missing"]
+    columns = ["item", "item_id", "title", "brand", "brand_name", "platform", "price", "price_missing"]
     return PreparedData(interactions=interactions, users=users, items=items[columns], brands=brands, tokens=tokens,
                     text=text, also_view=also_view, stats={**sizes, "split": params.split, "splits": splits},
                     report=report)
@@ -184,7 +197,8 @@ def _catalogue(meta: pd.DataFrame, item_index: pd.Index) -> tuple[pd.DataFrame, 
     items["item"] = np.arange(len(items), dtype=np.int32)
     for col in ("title", "brand", "description"):
         items[col] = items[col].fillna("").astype(str)
-    items["also_view"] = items["also_view"].apply(lambda v: v if isinstance(v, list) else [])
+    for col in ("also_view", "categories"):
+        items[col] = items[col].apply(lambda v: v if isinstance(v, list) else [])
     items["price"] = items["price"].astype(np.float64)
     items["price_missing"] = items["price"].isna()
     items.loc[0, "price_missing"] = True
