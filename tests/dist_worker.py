@@ -18,35 +18,39 @@ from gamerec.prepared import Prepared
 from gamerec.samplers import sample
 from gamerec.training import Examples, batch_loss, loss_for
 
-CASES = [  # (sampler, mixed negatives, optimizer, loss): each negative set under each kind of loss
-    ("in_batch", 0, "lazy_adam", "auto"), ("in_batch", 7, "adam", "auto"), ("in_batch", 0, "lazy_adam", "bce"),
-    ("out_batch", 0, "lazy_adam", "auto"), ("out_batch", 0, "adam", "sampled_softmax"),
-    ("also_view", 0, "adam", "auto"), ("also_view", 0, "lazy_adam", "batch_softmax"),
-    ("mined", 0, "adam", "exact_softmax"),
+CASES = [  # (sampler, mixed negatives, optimizer, loss, user tower): each negative set under each kind of loss
+    ("in_batch", 0, "lazy_adam", "auto", "pool"), ("in_batch", 7, "adam", "auto", "pool"),
+    ("in_batch", 0, "lazy_adam", "bce", "pool"), ("out_batch", 0, "lazy_adam", "auto", "pool"),
+    ("out_batch", 0, "adam", "sampled_softmax", "pool"), ("also_view", 0, "adam", "auto", "pool"),
+    ("also_view", 0, "lazy_adam", "batch_softmax", "pool"), ("mined", 0, "adam", "exact_softmax", "pool"),
+    ("in_batch", 0, "lazy_adam", "auto", "attention"), ("out_batch", 0, "adam", "sampled_softmax", "attention"),
 ]
 BATCH = 101  # odd: the two processes' parts differ in size
 
 
-ARCH = ModelParams(dim=16, hidden=[8], dropout=0.0, temperature=0.1, history=5, user_id=True, causal=True,
-                   pooling="recency")
+ARCHS = {"pool": ModelParams(dim=16, hidden=[8], dropout=0.0, temperature=0.1, history=5, user_id=True, causal=True,
+                              pooling="recency"),
+         "attention": ModelParams(dim=16, hidden=[8], temperature=0.1, history=5, user_tower="attention",
+                                  attention_dropout=0.0)}
 
 
-def build(folder: Path, sampler: str, mixed: int) -> tuple[model.TwoTower, Examples]:
+def build(folder: Path, sampler: str, mixed: int, tower: str = "pool") -> tuple[model.TwoTower, Examples]:
     """The same model and examples in every process (and in the test)."""
     prepared = Prepared(folder)
     params = InBatchParams(mixed_negatives=mixed) if sampler == "in_batch" else None
     negatives = sample(sampler, prepared.train_positives(), SamplingParams(), params)
-    return model.build(prepared, ARCH, seed=0), Examples.from_frame(negatives.examples, negatives.manifest)
+    return model.build(prepared, ARCHS[tower], seed=0), Examples.from_frame(negatives.examples, negatives.manifest)
 
 
 def loss_and_grads(prepared: Path, case: tuple, dist: distributed.Dist) -> tuple[float, dict]:
     """The batch's loss and every parameter's gradient (dense), as this job computes them."""
-    sampler, mixed, optimizer, loss_name = case
-    two_tower, ex = build(prepared, sampler, mixed)
+    sampler, mixed, optimizer, loss_name, tower = case
+    two_tower, ex = build(prepared, sampler, mixed, tower)
     params = TrainParams(optimizer=optimizer, loss=loss_name)
     two_tower.configure_optimizers(params)  # lazy_adam: the embedding tables get sparse gradients
     net = dist.wrap(two_tower, two_tower.sparse_tables())  # as `fit` does
-    idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:BATCH]
+    # one global batch as training draws it: random positives, or whole chunks of sequences (attention)
+    idx = ex.batches(BATCH, torch.Generator().manual_seed(1), two_tower.sequence_length())[0][:BATCH]
     loss = batch_loss(net, loss_for(ex, two_tower, params, torch.Generator().manual_seed(2)), ex, idx, dist)
     loss.backward()
     dist.average_sparse_grads(two_tower.sparse_tables())

@@ -167,3 +167,68 @@ def test_history_model_checkpoint_round_trip(tmp_path):
     loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
     users = torch.tensor([1, 2, 3])
     torch.testing.assert_close(loaded.embed_users(users), m.embed_users(users))
+
+
+# the attention user tower
+
+def attention_model(history=4, **kw):
+    torch.manual_seed(0)
+    arch = dict(hidden=[], user_id=False, history=history, user_tower="attention", layers=2, heads=2,
+                attention_dropout=0.0, **kw)
+    return TwoTower(config(**arch), features(), HISTORY).eval()
+
+
+def test_attention_output_at_a_token_does_not_see_the_tokens_after_it():
+    tower = attention_model().user_tower
+    tokens = torch.tensor([[-1, 3, 1, 5], [-1, 3, 1, 2]])  # the same up to column 2
+    with torch.no_grad():
+        out = tower.encode(tokens)
+    torch.testing.assert_close(out[0, :3], out[1, :3])
+    assert not torch.allclose(out[0, 3], out[1, 3])
+
+
+def test_attention_padding_changes_no_output():
+    tower = attention_model(history=6).user_tower
+    with torch.no_grad():
+        short = tower.encode(torch.tensor([[-1, 3, 1]]))
+        padded = tower.encode(torch.tensor([[-1, 3, 1, 0, 0, 0]]))
+    torch.testing.assert_close(padded[0, :3], short[0], atol=1e-6, rtol=1e-5)
+
+
+def test_attention_windows_are_the_last_tokens_before_the_cut():
+    tower = attention_model(history=3).user_tower
+    known = Csr(torch.tensor([0, 0, 4, 5, 5]), torch.tensor([3, 1, 5, 2, 4]))  # user 1: 3, 1, 5, 2
+    tokens, last = tower.windows(torch.tensor([1, 1, 1, 2, 3]), known, torch.tensor([3, 1, 2, 0, 0]))
+    # before 3: nothing; before 1: [3]; before 2: the last 3 tokens of [START, 3, 1, 5]; user 2: [START, 4]
+    assert tokens.tolist() == [[-1, 0, 0], [-1, 3, 0], [3, 1, 5], [-1, 4, 0], [-1, 0, 0]]
+    assert last.tolist() == [0, 1, 2, 1, 0]
+
+
+def test_whole_sequence_training_gives_each_position_its_evaluation_embedding():
+    from gamerec.model import Sequences
+    from gamerec.training import SequenceLayout
+
+    m = attention_model(history=4)
+    users, positives = torch.tensor([1, 1, 1, 1, 2]), torch.tensor([3, 1, 5, 2, 4])  # HISTORY, in time order
+    layout = SequenceLayout.of(users, positives, 4)
+    sequences = Sequences(layout.tokens, layout.chunk, layout.column)
+    with torch.no_grad():
+        whole = m.embed_users(users, sequences=sequences)
+        one_by_one = m.embed_users(users, leave_out=positives)  # each cut before its positive
+    torch.testing.assert_close(whole, one_by_one, atol=1e-6, rtol=1e-5)
+
+
+def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path):
+    m = attention_model()
+    torch.save(m.checkpoint(), tmp_path / "m.pt")
+    loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
+    assert loaded.config.arch.user_tower == "attention"
+    users = torch.tensor([1, 2, 3])
+    torch.testing.assert_close(loaded.embed_users(users), m.embed_users(users))
+
+
+def test_attention_params_are_checked():
+    from gamerec.errors import GamerecError
+
+    with pytest.raises(GamerecError, match="model.user_tower = attention needs .*model.dim divisible by model.heads"):
+        ModelParams(dim=8, user_tower="attention", heads=3)

@@ -261,6 +261,19 @@ def test_tune_queues_a_grid_ranks_it_on_validation_and_applies_the_best(repo):
     run(repo, "git", "checkout", "params.yaml")
 
 
+def test_the_attention_tower_trains_evaluates_and_serves_a_list_of_games(repo):
+    result = dvc(repo, "exp", "run", "-S", "model.user_tower=attention", "-S", "model.layers=1")
+    run(repo, "git", "checkout", "params.yaml")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert json.loads((repo / "metrics/eval.json").read_text())["model"]["recall@10"] > 0
+    assert json.loads((repo / "models/serving/serving.json").read_text())["user_tower"] == "torch"
+    with gzip.open(repo / "data/raw/synthetic/Video_Games_5.json.gz", "rt") as f:
+        asins = list(dict.fromkeys(json.loads(line)["asin"] for line in f))[:3]  # three distinct games
+    answer = run(repo, str(Path(sys.executable).parent / "gamerec"), "recommend", "--items", ",".join(asins), "--json")
+    assert answer.returncode == 0, answer.stderr
+    assert len(json.loads(answer.stdout)["items"]) == 10
+
+
 def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
     result = dvc(repo, "exp", "run", "-S", "train.processes=2", "-S", "sampler=in_batch")
     run(repo, "git", "checkout", "params.yaml")

@@ -268,3 +268,19 @@ def test_the_epoch_bar_ends_at_the_epoch_where_early_stopping_ended_training(pre
     epochs = len(result.history)
     assert epochs < 30  # it did stop early
     assert f"| {epochs}/{epochs} [" in screen.getvalue().rstrip("\n").split("\r")[-1]  # 100%, not 7/30
+
+
+@pytest.mark.parametrize("loss", ["batch_softmax", "sampled_softmax", "exact_softmax"])
+def test_the_attention_tower_learns_from_whole_sequences(prepared, loss):
+    sampler = "in_batch" if loss == "batch_softmax" else "out_batch"
+    negatives = sample(sampler, prepared.train_positives())
+    ex = Examples.from_frame(negatives.examples, negatives.manifest)
+    arch = ModelParams(dim=16, history=5, user_tower="attention", layers=1, heads=2, attention_dropout=0.1)
+    model = models.build(prepared, arch, seed=0)
+    params = TrainParams(epochs=3, batch_size=128, patience=10, lr=0.01, loss=loss)
+    result = fit(model, ex, prepared.holdout("val"), params, progress=False)
+    losses_ = [row["loss"] for row in result.history]
+    assert losses_[-1] < losses_[0] * 0.95 and ex.layout is not None and ex.layout.length == 5
+    again = fit(models.build(prepared, arch, seed=0), Examples.from_frame(negatives.examples, negatives.manifest),
+                prepared.holdout("val"), params, progress=False)
+    assert all(torch.equal(result.state_dict[k], again.state_dict[k]) for k in result.state_dict)  # deterministic

@@ -156,12 +156,23 @@ class ModelParams:
     history: int = _range(0, default=20)  # recent train items pooled into the user tower (0 = off)
     user_id: bool = False  # embed the user id in the user tower (false: history only)
     causal: bool = True  # train on the history before each positive only (next-item prediction)
-    pooling: Literal["mean", "recency"] = "recency"  # recency: a learned weight per recency rank
+    pooling: Literal["mean", "recency"] = "recency"  # pool tower: recency = a learned weight per recency rank
+    # pool: a weighted mean of the history's item embeddings; attention: causal self-attention over them
+    user_tower: Literal["pool", "attention"] = "pool"
+    layers: int = _range(1, 12, default=2)  # attention tower: self-attention blocks
+    heads: int = _range(1, default=2)  # attention tower: heads per block (dim must divide by it)
+    attention_dropout: float = _range(0.0, 0.9, default=0.2)  # attention tower: inside its blocks
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:
             raise GamerecError(
                 "params: model.user_id = false needs model.history > 0; the user tower would have no input"
+            )
+        if self.user_tower == "attention" and (self.user_id or self.history == 0 or self.dim % self.heads):
+            raise GamerecError(
+                f"params: model.user_tower = attention needs model.history > 0, model.user_id = false and "
+                f"model.dim divisible by model.heads; got history {self.history}, user_id {str(self.user_id).lower()}, "
+                f"dim {self.dim}, heads {self.heads}"
             )
 
 

@@ -33,6 +33,7 @@ from torch.nn import functional as F
 
 from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
+from gamerec.model import Sequences
 
 
 @dataclass
@@ -48,6 +49,7 @@ class Batch:
     batch_positives: torch.Tensor  # [B] and its positive: the in-batch negatives
     batch_log_q: torch.Tensor  # [B] log share of each positive's item among all train positives
     offset: int  # where this process's rows start in the global batch
+    sequences: Sequences | None = None  # attention tower: the batch's users' sequences, this process's rows in them
 
     @property
     def size(self) -> int:
@@ -139,7 +141,7 @@ def embedded(model: torch.nn.Module, batch: Batch, extra_items: torch.Tensor | N
     """One forward through the (maybe DDP-wrapped) model: (users, positives, own negatives [b, K, d], extras)."""
     b, k = batch.negatives.shape
     parts = [batch.positives, batch.negatives.reshape(-1)] + ([] if extra_items is None else [extra_items])
-    user_emb, item_emb = model(batch.users, torch.cat(parts), batch.positives)
+    user_emb, item_emb = model(batch.users, torch.cat(parts), batch.positives, batch.sequences)
     neg_emb = item_emb[b : b + b * k].reshape(b, k, item_emb.shape[-1])
     return user_emb, item_emb[:b], neg_emb, item_emb[b + b * k :]
 

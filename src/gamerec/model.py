@@ -204,6 +204,90 @@ class ItemTower(_DataShapedBuffers):
         return self.mlp(torch.cat([p * 0 if name in zero else p for name, p in parts.items()], dim=-1))
 
 
+START = -1  # the attention tower's first token of every sequence: "nothing chosen yet" (0 is padding)
+
+
+@dataclass
+class Sequences:
+    """Chunks of users' train sequences for the attention tower, and where each row's output is.
+
+    `tokens[c]` is a chunk of `[START, item 1, item 2, ...]` (0 = padding past a sequence's end);
+    row n's user embedding is the tower's output at `tokens[chunk[n], column[n]]`: what the
+    user had chosen up to that token, which predicts the next item.
+    """
+
+    tokens: torch.Tensor  # [chunks, history]
+    chunk: torch.Tensor  # [rows]
+    column: torch.Tensor  # [rows]
+
+
+class AttentionTower(_DataShapedBuffers):
+    """Causal self-attention over the item tower's embeddings of the user's last `history` items (SASRec).
+
+    A user's sequence is `[START, i1, i2, ...]` in time order, with a learned embedding per
+    position; `layers` pre-norm Transformer blocks, each token attending to itself and the
+    tokens before it; the output at a token is the user after it. In evaluation a user is the
+    output at the last of the last `history` tokens; in training whole sequences go through
+    once (`Sequences`), every token's output predicting the next item.
+    """
+
+    def __init__(self, cfg: ModelConfig, item_tower: "ItemTower", history: Csr | None = None):
+        super().__init__()
+        arch = self.arch = cfg.arch
+        self.item_tower = item_tower  # shared: the history is embedded as the catalogue is
+        self.start = nn.Parameter(torch.zeros(arch.dim))
+        # a dense table (not nn.Embedding): lazy_adam gives embedding modules sparse gradients, and all
+        # positions are used in every step
+        self.position = nn.Parameter(torch.randn(arch.history, arch.dim) * 0.02)
+        block = nn.TransformerEncoderLayer(arch.dim, arch.heads, dim_feedforward=2 * arch.dim,
+                                           dropout=arch.attention_dropout, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(arch.dim)
+        self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
+        history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
+        self.register_buffer("history_indptr", history.indptr)
+        self.register_buffer("history_indices", history.indices)
+
+    def encode(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[n, T, dim] outputs of token sequences [n, T] (START, items, 0 padding at the end)."""
+        x = self.item_tower(tokens.clamp(min=0))
+        x = torch.where((tokens == START)[..., None], self.start, x) + self.position[: tokens.shape[1]]
+        steps = tokens.shape[1]
+        later = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), 1)
+        x = self.blocks(x, mask=later, src_key_padding_mask=tokens == 0, is_causal=True)
+        return self.mlp(self.norm(x))
+
+    def windows(self, users: torch.Tensor, history: Csr, cut_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Each user's last `history` tokens of `[START, their items...]` (before `cut_at[n]`, when given), and the last one's column."""
+        owner, items = history.gather(users)
+        lengths = history.lengths(users)
+        rank = torch.arange(len(items), device=items.device) - (torch.cumsum(lengths, 0) - lengths)[owner]
+        end = lengths.clone()  # items before position `end` are known
+        if cut_at is not None:
+            hit = items == cut_at[owner]
+            end[owner[hit]] = rank[hit]
+        size = self.arch.history
+        first = (end + 1 - size).clamp(min=0)  # the window's first token (token 0 = START, token p + 1 = item p)
+        column = rank + 1 - first[owner]
+        keep = (rank < end[owner]) & (column >= 0)
+        tokens = torch.zeros(len(users), size, dtype=torch.long, device=users.device)
+        tokens[owner[keep], column[keep]] = items[keep]
+        tokens[first == 0, 0] = START
+        return tokens, (end + 1).clamp(max=size) - 1
+
+    def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None,
+                sequences: Sequences | None = None) -> torch.Tensor:
+        if sequences is not None:
+            return self.encode(sequences.tokens)[sequences.chunk, sequences.column]
+        known = Csr(self.history_indptr, self.history_indices) if history is None else history.torch()
+        tokens, last = self.windows(users, known, leave_out)
+        return self.encode(tokens)[torch.arange(len(users), device=users.device), last]
+
+
+USER_TOWERS = {"pool": lambda cfg, items, history: UserTower(cfg, items.item, history),
+               "attention": lambda cfg, items, history: AttentionTower(cfg, items, history)}
+
+
 class TwoTower(nn.Module):
     """User and item towers; `score` turns their embeddings into logits."""
 
@@ -211,22 +295,31 @@ class TwoTower(nn.Module):
         super().__init__()
         self.config = cfg
         self.item_tower = ItemTower(cfg, features)
-        self.user_tower = UserTower(cfg, self.item_tower.item, history)
+        self.user_tower = USER_TOWERS[cfg.arch.user_tower](cfg, self.item_tower, history)
 
     def forward(
-        self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor | None = None
+        self, users: torch.Tensor, items: torch.Tensor, positives: torch.Tensor | None = None,
+        sequences: Sequences | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Embeddings of `users` and `items` for training.
 
         `positives` (default: `items`) is the positive each row belongs to: a user's history is
-        cut at it (see UserTower), so a negative sees the same history as its positive.
+        cut at it (see UserTower), so a negative sees the same history as its positive. With
+        `sequences` (attention tower) the users' whole sequences go through the tower at once.
         """
-        return self.embed_users(users, leave_out=items if positives is None else positives), self.embed_items(items)
+        leave_out = items if positives is None else positives
+        return self.embed_users(users, leave_out=leave_out, sequences=sequences), self.embed_items(items)
 
-    def embed_users(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None) -> torch.Tensor:
+    def embed_users(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None,
+                    sequences: Sequences | None = None) -> torch.Tensor:
         """User embeddings; `history` (default: the train history) is what the users are known to have chosen."""
-        u = self.user_tower(users, leave_out, history)
+        u = (self.user_tower(users, leave_out, history) if sequences is None
+             else self.user_tower(users, leave_out, history, sequences))
         return F.normalize(u, dim=-1) if self.config.arch.normalize else u
+
+    def sequence_length(self) -> int:
+        """Tokens per chunk when the user tower trains on whole sequences (attention), else 0 (one positive at a time)."""
+        return self.config.arch.history if isinstance(self.user_tower, AttentionTower) else 0
 
     def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
         i = self.item_tower(items, zero)

@@ -22,7 +22,7 @@ from gamerec.config import TrainParams
 from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path
-from gamerec.model import TwoTower
+from gamerec.model import START, Sequences, TwoTower
 from gamerec.prepared import Holdout
 from gamerec.retrieval import holdout_recall
 
@@ -45,6 +45,7 @@ class Examples:
     loss: str  # the sampler's default loss, a name in gamerec.losses
     mixed_negatives: int = 0
     mining: dict | None = None  # the mined sampler's params: the model redraws the negatives
+    layout: "SequenceLayout | None" = None  # attention tower: the positives as chunks of their users' sequences
 
     @classmethod
     def from_frame(cls, df: pd.DataFrame, manifest: dict) -> "Examples":
@@ -82,16 +83,89 @@ class Examples:
         """Sorted keys user * num_items + item of the positives (every train interaction): accidental hits."""
         return torch.unique(self.users * num_items + self.positives)
 
+    def batches(self, batch_size: int, generator: torch.Generator, sequence_length: int = 0) -> list[torch.Tensor]:
+        """An epoch's batches of positives, in a new random order.
+
+        With `sequence_length` (the attention tower's history), whole chunks of users'
+        sequences are shuffled and batched, about `batch_size` positives each, so that a chunk
+        goes through the tower once; otherwise positives are shuffled one by one.
+        """
+        if not sequence_length:
+            return list(torch.split(torch.randperm(len(self), generator=generator), batch_size))
+        if self.layout is None or self.layout.length != sequence_length:
+            self.layout = SequenceLayout.of(self.users, self.positives, sequence_length)
+        return self.layout.batches(batch_size, generator)
+
     def batch(self, idx: torch.Tensor, dist: Dist) -> losses.Batch:
         """This process's part of the global batch of positives `idx`, on its device, with what of the whole batch a loss needs."""
         local, offset = dist.part(idx)
         to = lambda t: _to_device(t, dist.device)
+        sequences = None if self.layout is None else self.layout.sequences(idx, local)
+        if sequences is not None:
+            sequences = Sequences(to(sequences.tokens), to(sequences.chunk), to(sequences.column))
         return losses.Batch(
             users=to(self.users[local]), positives=to(self.positives[local]), weights=to(self.weights[local]),
             negatives=to(self.negatives[local]), neg_log_q=None if self.neg_log_q is None else to(self.neg_log_q[local]),
             batch_users=to(self.users[idx]), batch_positives=to(self.positives[idx]), batch_log_q=to(self.log_q[idx]),
-            offset=offset,
+            offset=offset, sequences=sequences,
         )
+
+
+@dataclass
+class SequenceLayout:
+    """The positives as chunks of their users' sequences `[START, item 1, item 2, ...]`, `length` tokens each.
+
+    Positive j of a user (in time order) is predicted by the output at token j: chunk j // length,
+    column j % length. The positives must be every train item of each user, users contiguous and
+    each user's items in time order, which is how every sampler writes them.
+    """
+
+    length: int
+    tokens: torch.Tensor  # [chunks, length]
+    chunk: torch.Tensor  # [positives] the chunk of each positive's output
+    column: torch.Tensor  # [positives]
+    first: torch.Tensor  # [chunks] the first positive of each chunk (its positives are consecutive)
+    count: torch.Tensor  # [chunks] how many
+
+    @classmethod
+    def of(cls, users: torch.Tensor, positives: torch.Tensor, length: int) -> "SequenceLayout":
+        n = len(users)
+        starts = torch.ones(n, dtype=torch.bool)
+        starts[1:] = users[1:] != users[:-1]
+        user = torch.cumsum(starts, 0) - 1  # 0, 1, ... per user, in order
+        sizes = torch.bincount(user)
+        if len(torch.unique(users)) != len(sizes):
+            raise GamerecError("train: a user's positives are not consecutive; sample the negatives again")
+        j = torch.arange(n) - (torch.cumsum(sizes, 0) - sizes)[user]  # the positive's index in its user's sequence
+        chunks = (sizes + length - 1) // length
+        offset = (torch.cumsum(chunks, 0) - chunks)[user]
+        tokens = torch.zeros(int(chunks.sum()), length, dtype=torch.long)
+        tokens[offset[starts], 0] = START
+        follows = j + 1 < sizes[user]  # the positive is an input token for the ones after it
+        tokens[(offset + (j + 1) // length)[follows], ((j + 1) % length)[follows]] = positives[follows]
+        chunk = offset + j // length
+        count = torch.bincount(chunk, minlength=len(tokens))
+        return cls(length, tokens, chunk, j % length, torch.cumsum(count, 0) - count, count)
+
+    def batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
+        """Chunks in a random order, cut into batches of about `batch_size` positives (a chunk is never split)."""
+        order = torch.randperm(len(self.tokens), generator=generator)
+        ends = torch.cumsum(self.count[order], 0)
+        cut = torch.searchsorted(ends, torch.arange(batch_size, int(ends[-1]), batch_size), right=True)
+        groups = torch.tensor_split(order, torch.unique(cut[cut < len(order)]).tolist())
+        return [torch.repeat_interleave(self.first[g], self.count[g]) + _ranks(self.count[g]) for g in groups if len(g)]
+
+    def sequences(self, idx: torch.Tensor, rows: torch.Tensor) -> Sequences:
+        """The global batch `idx`'s chunks, and where `rows` (this process's part of it) read their outputs."""
+        chunks = torch.unique_consecutive(self.chunk[idx])
+        where = torch.full((len(self.tokens),), -1, dtype=torch.long)
+        where[chunks] = torch.arange(len(chunks))
+        return Sequences(self.tokens[chunks], where[self.chunk[rows]], self.column[rows])
+
+
+def _ranks(counts: torch.Tensor) -> torch.Tensor:
+    """0, 1, ..., c - 1 for each count c, concatenated."""
+    return torch.arange(int(counts.sum())) - torch.repeat_interleave(torch.cumsum(counts, 0) - counts, counts)
 
 
 def _to_device(tensor: torch.Tensor, device: torch.device) -> torch.Tensor:
@@ -212,11 +286,7 @@ def fit(
     dist = dist or Dist()
     if len(ex) == 0:
         raise GamerecError("train: the sampler wrote no examples; check data/negatives and prepare")
-    torch.manual_seed(params.seed + dist.rank)  # dropout; rank 0 draws what a one-process run draws
-    generator = torch.Generator().manual_seed(params.seed)  # the same order and extras on every process
-    model.to(dist.device)
-    opts = model.configure_optimizers(params)
-    loss = loss_for(ex, model, params, generator)
+    generator, opts, loss = _setup(model, ex, params, dist)
     start, clock = time.perf_counter(), _Clock()
     best, waited, first_epoch = _restored(resume, model, opts, generator, dist, on_epoch, ex)
     sparse = model.sparse_tables()
@@ -231,7 +301,8 @@ def fit(
         cores.rebalance()  # a stage that started or ended beside this one changes our share
         if ex.mining and mining.due(ex.mining, epoch):
             ex.negatives, ex.neg_log_q = mining.mine(model, ex, ex.mining, generator, params.eval_memory_mb), None
-        total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress)
+        total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress,
+                       model.sequence_length())
         recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb) if dist.is_main else 0.0)
         row = {"epoch": epoch, "loss": total / len(ex), f"val_recall@{params.k}": recall}
         best.history.append(row)
@@ -248,12 +319,20 @@ def fit(
     return best
 
 
+def _setup(model: TwoTower, ex: Examples, params: TrainParams, dist: Dist):
+    """Seeds, the model on its device, its optimisers and the loss: (generator, optimisers, loss)."""
+    torch.manual_seed(params.seed + dist.rank)  # dropout; rank 0 draws what a one-process run draws
+    generator = torch.Generator().manual_seed(params.seed)  # the same order and extras on every process
+    model.to(dist.device)
+    opts = model.configure_optimizers(params)
+    return generator, opts, loss_for(ex, model, params, generator)
+
+
 def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opts: list[torch.optim.Optimizer],
            sparse: list[torch.nn.Parameter], batch_size: int, generator: torch.Generator, dist: Dist,
-           clock: _Clock, progress: bool = False) -> float:
+           clock: _Clock, progress: bool = False, sequence_length: int = 0) -> float:
     """One pass over the examples in a new shuffled order; returns the summed loss of every row."""
-    order = torch.randperm(len(ex), generator=generator)
-    batches = torch.split(order, batch_size)
+    batches = ex.batches(batch_size, generator, sequence_length)
     shown = progress and len(batches) >= LONG_EPOCH_BATCHES  # a bar of its own only when an epoch takes a while
     total = 0.0
     for idx in progress_bar.bar(batches, show=shown, desc="epoch", unit="batch", leave=False):
