@@ -42,7 +42,7 @@ def main() -> None:
     if params.als.enabled:
         scorer, chosen = baselines.tune_als(
             data.train_users, data.train_items, data.num_users, items, params.als,
-            lambda s: validation_recall(s, data, k, params.memory_mb),
+            lambda s: validation_recall(s, data, k, params.memory_mb, params.precision),
         )
         reports["als"] = evaluate(*scorer, data, params, "ALS")
         report["als"] = _rounded({"grid": params.als.grid, **chosen})
@@ -50,7 +50,8 @@ def main() -> None:
                            for name, r in reports.items()}
     with atomic_path(where.ranks) as tmp:
         write_ranks(tmp, data.test.holdout, {name: r.ranks for name, r in reports.items()})
-    write_json(where.ablation_report, {f"val_recall@{k}": _rounded(feature_ablation(model, data, k, params.memory_mb))})
+    ablation = feature_ablation(model, data, k, params.memory_mb, params.precision)
+    write_json(where.ablation_report, {f"val_recall@{k}": _rounded(ablation)})
     with atomic_path(where.plots) as tmp:
         write_plots(reports["model"], reports["popularity"], tmp)
     write_json(where.eval_report, report)

@@ -1,5 +1,6 @@
 """Full-catalogue ranking: exclusions, ties, chunking."""
 
+import pytest
 import torch
 
 from gamerec.retrieval import rank_and_top_k, top_k
@@ -98,3 +99,52 @@ def test_users_with_several_targets_rank_each_against_their_own_row():
         row[0] = float("-inf")
         before = (row > row[t]) | ((row == row[t]) & (torch.arange(n_items) < t))
         assert int(ranks[n]) == 1 + int(before.sum()), (u, t)
+
+
+def near_ties(n_users=40, n_items=300, dim=16, seed=0):
+    """Normalised embeddings whose scores crowd together: items are tiny perturbations of a few directions."""
+    g = torch.Generator().manual_seed(seed)
+    users = torch.nn.functional.normalize(torch.randn(n_users, dim, generator=g), dim=1)
+    base = torch.randn(4, dim, generator=g)
+    items = base[torch.randint(0, 4, (n_items,), generator=g)] + 1e-4 * torch.randn(n_items, dim, generator=g)
+    items[::7] = items[1::7][: len(items[::7])]  # exact duplicates: ties only the id can break
+    return users, torch.nn.functional.normalize(items, dim=1)
+
+
+def brute_force(users, items, exclude, targets, k):
+    """Ranks and top k on float64 scores, ties by id, one user at a time."""
+    ranks, tops = [], []
+    for r in range(len(users)):
+        scores = (items.double() @ users[r].double()).tolist()
+        hidden = {0, *exclude[1][exclude[0][r]: exclude[0][r + 1]].tolist()}
+        order = sorted((i for i in range(len(items)) if i not in hidden), key=lambda i: (-scores[i], i))
+        tops.append(order[:k])
+        ranks += [order.index(t) + 1 for t in targets[1][targets[0][r]: targets[0][r + 1]].tolist()]
+    return torch.tensor(ranks), torch.tensor(tops)
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_ranks_and_top_k_are_exact_at_any_precision_even_on_near_ties(precision):
+    from gamerec.csr import Csr
+
+    users, items = near_ties()
+    g = torch.Generator().manual_seed(1)
+    exclude = Csr.from_pairs(torch.arange(40).repeat_interleave(5), torch.randint(1, 300, (200,), generator=g), 40)
+    targets = Csr.from_pairs(torch.arange(40).repeat(2), torch.randint(1, 300, (80,), generator=g), 40)
+    held = set(zip(*[t.tolist() for t in exclude.gather(torch.arange(40))]))
+    keep = torch.tensor([(int(r), int(i)) not in held for r, i in zip(*targets.gather(torch.arange(40)))])
+    owner, items_ = targets.gather(torch.arange(40))
+    targets = Csr.from_pairs(owner[keep], items_[keep], 40)
+    want_ranks, want_top = brute_force(users, items, exclude, targets, 12)
+    ranks, top = rank_and_top_k(users, items, exclude, targets, 12, memory_mb=0.01, precision=precision)
+    assert torch.equal(ranks, want_ranks) and torch.equal(top, want_top)
+
+
+def test_bfloat16_scores_stay_inside_the_error_bound():
+    from gamerec.retrieval import error_bound
+
+    users, items = near_ties(dim=128)
+    users, items = users * 3.0, items * 0.5  # unnormalised: the bound scales with the norms
+    fast = (users.bfloat16() @ items.bfloat16().T).double()
+    exact = users.double() @ items.double().T
+    assert ((fast - exact).abs() <= error_bound(users, items, "bfloat16")[:, None] / 2).all()  # even without the 2x

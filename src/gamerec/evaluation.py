@@ -164,11 +164,11 @@ def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -
 
 
 @torch.no_grad()
-def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float) -> float:
+def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float, precision: str = "float32") -> float:
     """recall@k of the ranked validation users (train items excluded): what baselines are tuned on."""
     embed_users, item_emb = scorer
     ranked = data.val_ranked
-    return holdout_recall(ranked, embed_users(ranked.users, data.val.known), item_emb, k, memory_mb)
+    return holdout_recall(ranked, embed_users(ranked.users, data.val.known), item_emb, k, memory_mb, precision)
 
 
 @torch.no_grad()
@@ -180,7 +180,8 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     val_emb = embed_users(val.holdout.users, val.known)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
     start = time.perf_counter()
-    ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}")
+    ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}",
+                              params.precision)
     ranking_seconds = time.perf_counter() - start
     n_users = len(test.holdout.users)
     result = metrics.ranking_metrics(ranks, test.holdout.owner, n_users, params.k)
@@ -207,13 +208,13 @@ def write_ranks(path, holdout: Holdout, ranks: dict[str, torch.Tensor]) -> None:
 
 
 @torch.no_grad()
-def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float) -> dict[str, float]:
+def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float, precision: str = "float32") -> dict[str, float]:
     """Validation recall@k with each item feature zeroed in turn ("none": nothing zeroed).
 
     On validation, never test, so that reading it cannot leak into model choices.
     """
     runs = {"none": (), **{name: (name,) for name in FEATURES}}
-    return {name: validation_recall(model_scorer(model, zero), data, k, memory_mb) for name, zero in runs.items()}
+    return {name: validation_recall(model_scorer(model, zero), data, k, memory_mb, precision) for name, zero in runs.items()}
 
 
 @torch.no_grad()

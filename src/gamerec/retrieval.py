@@ -1,8 +1,15 @@
-"""Full-catalogue scoring: chunked matrix products and top-k, under a memory cap.
+"""Full-catalogue scoring: chunked matrix products and top-k, under a memory cap, exact at any precision.
 
 Every user is scored against every catalogue item, a chunk of users at a time, so no
 score matrix exceeds `memory_mb`. Items a user must not be recommended (their train items,
 and item 0, "unknown") are set to -inf before ranking.
+
+The scores can be computed fast (`bfloat16`: half the memory traffic and a faster matrix
+product) or in `float32`; either way every rank and top-k list is that of the exact scores
+(float64), ties broken by item id. Each fast score is within a proven bound of the exact one
+(`error_bound`): items whose fast score is clearly above or below a target's are counted as
+they are, and only those within twice the bound of it are scored again in float64. So both
+precisions give identical ranks, and a near-tie never depends on the precision.
 """
 
 from __future__ import annotations
@@ -21,6 +28,23 @@ from gamerec.prepared import Holdout
 RANK_BLOCK = 16
 
 
+PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32}
+TOP_SPARE = 16  # fast top-k candidates beyond k, so that near-ties at the k-th place are rescored
+
+
+def error_bound(user_emb: torch.Tensor, item_emb: torch.Tensor, precision: str) -> torch.Tensor:
+    """Per user row, a bound on |fast score - exact score| over every item.
+
+    Rounding x to bfloat16 moves it by at most 2^-8 |x| (the unit roundoff): the two inputs of
+    a product and the output add 3 x 2^-8 |u| |i|; summing d products in float32 adds at most
+    d x 2^-24 sum |u_j i_j| <= d x 2^-24 |u| |i| (Cauchy-Schwarz). float32 inputs are exact.
+    Doubled for safety.
+    """
+    unit = 2.0**-8 if precision == "bfloat16" else 0.0
+    scale = (3 * unit + user_emb.shape[1] * 2.0**-24) * 2
+    return scale * user_emb.double().norm(dim=1) * float(item_emb.double().norm(dim=1).max()) + 1e-12
+
+
 def chunk_rows(num_items: int, memory_mb: float) -> int:
     """Rows per chunk so that one float32 chunk of scores stays under `memory_mb`."""
     return max(1, int(memory_mb * 2**20) // (4 * max(num_items, 1)))
@@ -32,8 +56,9 @@ def masked_score_chunks(
     exclude: Csr,
     memory_mb: float,
     progress_desc: str | None = None,
+    precision: str = "float32",
 ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (row slice, scores) of user_emb @ item_emb.T, excluded items set to -inf.
+    """Yield (row slice, scores) of user_emb @ item_emb.T at `precision`, excluded items set to -inf.
 
     `exclude` is a CSR whose row r lists the items to hide from user_emb row r; column 0
     (the unknown item) is always hidden. `progress_desc` shows a progress bar of the chunks.
@@ -41,9 +66,11 @@ def masked_score_chunks(
     exclude = Csr(*exclude)
     step = chunk_rows(len(item_emb), memory_mb)
     starts = range(0, len(user_emb), step)
+    dtype = PRECISIONS[precision]
+    fast_items = item_emb.to(dtype).T.contiguous().T  # converted once, not per chunk
     for start in progress.bar(starts, show=progress_desc is not None, desc=progress_desc, unit="chunk"):
         rows = slice(start, min(start + step, len(user_emb)))
-        scores = user_emb[rows] @ item_emb.T
+        scores = user_emb[rows].to(dtype) @ fast_items.T
         scores[:, 0] = float("-inf")
         owner, items = exclude.gather(torch.arange(rows.start, rows.stop))
         scores[owner, items] = float("-inf")
@@ -56,9 +83,10 @@ def top_k(
     exclude: Csr,
     k: int,
     memory_mb: float = 512,
+    precision: str = "float32",
 ) -> torch.Tensor:
     """Indices of the k best items per user row, best first, excluded items never returned."""
-    return rank_and_top_k(user_emb, item_emb, exclude, None, k, memory_mb)[1]
+    return rank_and_top_k(user_emb, item_emb, exclude, None, k, memory_mb, precision=precision)[1]
 
 
 def rank_and_top_k(
@@ -69,20 +97,24 @@ def rank_and_top_k(
     k: int,
     memory_mb: float = 512,
     progress_desc: str | None = None,
+    precision: str = "float32",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of each target among its user's non-excluded items, and each user's top k.
 
     `targets` is a CSR whose row r lists user row r's held-out items; the returned ranks
     (1 = best) follow its flattened order. A target's rank counts the items scoring higher,
-    plus those scoring the same with a smaller id, so ties never make a rank ambiguous.
+    plus those scoring the same with a smaller id, so ties never make a rank ambiguous. Both
+    are exact (float64 scores) whatever `precision` the scores are computed at (see above).
     """
     k = min(k, len(item_emb) - 1)
     if len(user_emb) > 1 and bool((user_emb == user_emb[0]).all()):  # e.g. popularity: one ranking for all
-        return _rank_shared((item_emb @ user_emb[0]).reshape(-1), exclude, targets, k, len(user_emb))
+        return _rank_shared((item_emb.double() @ user_emb[0].double()).reshape(-1), exclude, targets, k, len(user_emb))
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
-    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc):
-        top[rows] = torch.topk(scores, k, dim=1).indices
+    bound, item64 = error_bound(user_emb, item_emb, precision), item_emb.double()
+    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc, precision):
+        exact = _Exact(user_emb[rows].double(), item64, bound[rows])
+        top[rows] = exact.top_k(scores, k)
         if targets is None:
             continue
         owner, items = Csr(*targets).gather(torch.arange(rows.start, rows.stop))
@@ -92,30 +124,73 @@ def rank_and_top_k(
             # one target per row (leave-last-out): a view of the rows; else a copy, row per target
             consecutive = torch.equal(o, torch.arange(int(o[0]), int(o[0]) + len(o)))
             row_scores = scores[int(o[0]) : int(o[0]) + len(o)] if consecutive else scores[o]
-            ranks[first + part : first + part + len(t)] = 1 + _count_before(row_scores, t)
+            ranks[first + part : first + part + len(t)] = 1 + exact.count_before(row_scores, o, t)
     return ranks, top
 
 
-def rank_holdout(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int,
-                 memory_mb: float, progress_desc: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+class _Exact:
+    """One chunk's users in float64, the catalogue in float64, and the bound on each user's fast scores."""
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, bound: torch.Tensor):
+        self.users, self.items, self.bound = users, items, bound
+
+    def scores(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
+        """Exact scores of (chunk row, item) pairs."""
+        return torch.einsum("nd,nd->n", self.users[rows], self.items[items])
+
+    def count_before(self, fast: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Per row of `fast` (chunk rows `rows`), the items ranked before its target on the exact scores.
+
+        Items more than twice the bound above the target's fast score are above it exactly;
+        those within twice the bound either way are scored again in float64.
+        """
+        mine = fast.gather(1, targets).float()
+        margin = (2 * self.bound[rows]).float()[:, None]
+        above = torch.sum(fast > mine + margin, 1, dtype=torch.int32)
+        band_rows, band_items = torch.nonzero((fast >= mine - margin) & (fast <= mine + margin), as_tuple=True)
+        target = targets[band_rows, 0]
+        band_rows, band_items, target = band_rows[band_items != target], band_items[band_items != target], \
+            target[band_items != target]
+        theirs, ours = self.scores(rows[band_rows], band_items), self.scores(rows[band_rows], target)
+        before = (theirs > ours) | ((theirs == ours) & (band_items < target))
+        return above + torch.bincount(band_rows[before], minlength=len(fast)).int()
+
+    def top_k(self, fast: torch.Tensor, k: int) -> torch.Tensor:
+        """The k best items of each row on the exact scores (ties: smaller id first), from the fast scores' candidates."""
+        n_items = fast.shape[1]
+        values, candidates = torch.topk(fast, min(k + TOP_SPARE, n_items), dim=1)
+        floor = values[:, k - 1 : k].float() - 2 * (2 * self.bound).float()[:, None]  # nothing below it can be top k
+        short = torch.nonzero(values[:, -1].float() >= floor[:, 0]).flatten()  # rows whose candidates may not reach it
+        rows = torch.arange(len(fast))[:, None].expand_as(candidates)
+        exact = torch.where(torch.isinf(values), values.double(), self.scores(rows.reshape(-1), candidates.reshape(-1))
+                            .reshape(candidates.shape))
+        exact = exact.masked_fill(values.float() < floor, float("-inf"))
+        order = _by_score_then_id(exact, candidates)[:, :k]
+        top = candidates.gather(1, order)
+        for r in short.tolist():  # rare: more near-ties than spare candidates; rank the row's whole catalogue
+            scores = torch.where(torch.isinf(fast[r]), fast[r].double(), self.items @ self.users[r])
+            top[r] = _by_score_then_id(scores[None], torch.arange(n_items)[None])[0, :k]
+        return top
+
+
+def _by_score_then_id(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+    """Per row, the column order of descending score, ties by ascending id."""
+    by_id = torch.argsort(ids, dim=1, stable=True)
+    by_score = torch.argsort(-scores.gather(1, by_id), dim=1, stable=True)
+    return by_id.gather(1, by_score)
+
+
+def rank_holdout(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float,
+                 progress_desc: str | None = None, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of every held-out item and each user's top k (`user_emb` row r = holdout.users[r])."""
-    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb, progress_desc)
+    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb, progress_desc, precision)
 
 
-def holdout_recall(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float) -> float:
+def holdout_recall(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float,
+                   precision: str = "float32") -> float:
     """recall@k of the holdout's users over the full catalogue, their hidden items excluded."""
-    ranks, _ = rank_holdout(holdout, user_emb, item_emb, k, memory_mb)
+    ranks, _ = rank_holdout(holdout, user_emb, item_emb, k, memory_mb, precision=precision)
     return ranking_metrics(ranks, holdout.owner, len(holdout.users), [k])[f"recall@{k}"]
-
-
-def _count_before(scores: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Per row, the items ranked before its target: scoring higher, or the same with a smaller id."""
-    mine = scores.gather(1, targets)
-    above = torch.sum(scores > mine, 1, dtype=torch.int32)
-    tied = torch.sum(scores >= mine, 1, dtype=torch.int32) - above - 1  # the target ties itself
-    for r in torch.nonzero(tied > 0).flatten().tolist():  # rare for a model, common for popularity counts
-        above[r] += torch.sum(scores[r, : targets[r]] == mine[r], dtype=torch.int32)  # ties with a smaller id
-    return above
 
 
 def _rank_shared(

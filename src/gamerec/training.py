@@ -193,7 +193,7 @@ def batch_loss(net: torch.nn.Module, loss: losses.Loss, ex: Examples, idx: torch
 
 
 @torch.no_grad()
-def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -> float:
+def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float, precision: str = "float32") -> float:
     """recall@k of the validation users over the full catalogue, train items excluded.
 
     Embeddings are computed on the model's device; the ranking runs on the CPU.
@@ -202,7 +202,7 @@ def validation_recall(model: TwoTower, val: Holdout, k: int, memory_mb: float) -
     device = next(model.parameters()).device
     user_emb = model.embed_users(val.users.to(device)).cpu()
     item_emb = model.embed_items(torch.arange(model.config.num_items, device=device)).cpu()
-    recall = holdout_recall(val, user_emb, item_emb, k, memory_mb)
+    recall = holdout_recall(val, user_emb, item_emb, k, memory_mb, precision)
     model.train()
     return recall
 
@@ -303,7 +303,8 @@ def fit(
             ex.negatives, ex.neg_log_q = mining.mine(model, ex, ex.mining, generator, params.eval_memory_mb), None
         total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress,
                        model.sequence_length())
-        recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb) if dist.is_main else 0.0)
+        recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb, params.eval_precision)
+                                if dist.is_main else 0.0)
         row = {"epoch": epoch, "loss": total / len(ex), f"val_recall@{params.k}": recall}
         best.history.append(row)
         bar.set_postfix(loss=f"{row['loss']:.4f}", recall=f"{recall:.4f}")
