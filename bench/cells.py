@@ -45,12 +45,12 @@ def data_params(data: str, raw: str | None) -> dict[str, str]:
     return {} if data == "synthetic" else {"prepare.raw_dir": raw, "prepare.min_interactions": "1"}
 
 
-def tune_cells(data: str, fixed: dict[str, str], jobs: int, budget: float) -> dict[str, dict]:
+def tune_cells(data: str, fixed: dict[str, str], grid: dict[str, list], jobs: int, budget: float) -> dict[str, dict]:
     """Queue every cell's grid, run it, and return each cell's best point (its params) on validation."""
     names = {}
     for sampler, loss in CELLS:
         prefix = cell_name(data, sampler, loss) + "-grid"
-        names[(sampler, loss)] = tuning.queue(prefix, tuning.points(GRID), {**fixed, "sampler": sampler,
+        names[(sampler, loss)] = tuning.queue(prefix, tuning.points(grid), {**fixed, "sampler": sampler,
                                                                            "train.loss": loss}, "train")
     print(f"cells: {sum(map(len, names.values()))} grid experiments queued", file=sys.stderr, flush=True)
     tuning.run_queue(jobs, budget)
@@ -110,12 +110,15 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--budget-minutes", type=float, default=600)
     parser.add_argument("--best", type=Path, help="a JSON of chosen points from an earlier run: skip the grid")
+    parser.add_argument("--grid", action="append", default=[], metavar="KEY=A,B",
+                        help=f"replace a key's values in the grid (default {GRID})")
     args = parser.parse_args()
     fixed = data_params(args.data, args.raw)
+    grid = {**GRID, **{key: values.split(",") for key, _, values in (g.partition("=") for g in args.grid)}}
     if args.best:
         best = {tuple(k.split("|")): v for k, v in json.loads(args.best.read_text()).items()}
     else:
-        best = tune_cells(args.data, fixed, args.jobs, args.budget_minutes)
+        best = tune_cells(args.data, fixed, grid, args.jobs, args.budget_minutes)
         Path(f"cells-{args.data}.json").write_text(json.dumps({"|".join(k): v for k, v in best.items()}, indent=2))
         test_cells(args.data, fixed, best, args.jobs, args.budget_minutes)
     print(table(args.data, best, config.load(config.Paths, "paths")))

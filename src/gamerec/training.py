@@ -148,19 +148,27 @@ class SequenceLayout:
         return cls(length, tokens, chunk, j % length, torch.cumsum(count, 0) - count, count)
 
     def batches(self, batch_size: int, generator: torch.Generator) -> list[torch.Tensor]:
-        """Chunks in a random order, cut into batches of about `batch_size` positives (a chunk is never split)."""
-        order = torch.randperm(len(self.tokens), generator=generator)
+        """Batches of about `batch_size` positives of whole chunks of about the same length, in a random order.
+
+        Most users are short: chunks of alike length share a batch, so that it is padded to its
+        own longest chunk rather than to `length` (a chunk's tokens are as many as its positives).
+        """
+        jitter = torch.rand(len(self.tokens), generator=generator)
+        order = torch.argsort(self.count + jitter)  # by length, randomly among equal lengths
         ends = torch.cumsum(self.count[order], 0)
         cut = torch.searchsorted(ends, torch.arange(batch_size, int(ends[-1]), batch_size), right=True)
-        groups = torch.tensor_split(order, torch.unique(cut[cut < len(order)]).tolist())
-        return [torch.repeat_interleave(self.first[g], self.count[g]) + _ranks(self.count[g]) for g in groups if len(g)]
+        groups = [g for g in torch.tensor_split(order, torch.unique(cut[cut < len(order)]).tolist()) if len(g)]
+        shuffled = torch.randperm(len(groups), generator=generator).tolist()
+        return [torch.repeat_interleave(self.first[g], self.count[g]) + _ranks(self.count[g])
+                for g in (groups[i] for i in shuffled)]
 
     def sequences(self, idx: torch.Tensor, rows: torch.Tensor) -> Sequences:
-        """The global batch `idx`'s chunks, and where `rows` (this process's part of it) read their outputs."""
+        """The global batch `idx`'s chunks (cut to the longest), and where `rows` (this process's part) read their outputs."""
         chunks = torch.unique_consecutive(self.chunk[idx])
         where = torch.full((len(self.tokens),), -1, dtype=torch.long)
         where[chunks] = torch.arange(len(chunks))
-        return Sequences(self.tokens[chunks], where[self.chunk[rows]], self.column[rows])
+        longest = int(self.count[chunks].max())
+        return Sequences(self.tokens[chunks, :longest], where[self.chunk[rows]], self.column[rows])
 
 
 def _ranks(counts: torch.Tensor) -> torch.Tensor:
