@@ -6,6 +6,7 @@ import math
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from gamerec.data.prepare import platform_of
@@ -367,3 +368,48 @@ def test_real_magazine_subscriptions_2018():
     assert len(data.items) == 3385 and data.items["item_id"].nunique() == 2320
     assert (data.items["also_view"].map(len) > 0).sum() == 2070
     assert data.items["price"].isna().all()  # only HTML/CSS junk in this file's prices
+
+
+def _both_readers(folder, monkeypatch):
+    from gamerec.data import readers
+
+    fast = readers.read_raw(folder, max_bad_fraction=0.1)
+    monkeypatch.setattr(readers, "COLUMNAR", False)
+    slow = readers.read_raw(folder, max_bad_fraction=0.1)
+    monkeypatch.setattr(readers, "COLUMNAR", True)
+    return fast, slow
+
+
+def test_the_columnar_review_reader_gives_the_line_readers_rows(tmp_path, monkeypatch):
+    from gamerec.config import SyntheticParams
+    from gamerec.data.synthetic import generate
+
+    generate(SyntheticParams(users=300, items=120, interactions=4000), tmp_path)
+    fast, slow = _both_readers(tmp_path, monkeypatch)
+    pd.testing.assert_frame_equal(fast.interactions, slow.interactions)
+    pd.testing.assert_frame_equal(fast.items, slow.items)
+    assert fast.report == slow.report
+
+
+def test_a_file_the_columnar_reader_refuses_is_read_line_by_line_with_its_bad_lines(tmp_path, monkeypatch):
+    import gzip
+
+    good = [{"reviewerID": f"U{i % 7}", "asin": f"I{i % 5}", "overall": 4.0, "unixReviewTime": 1400000000 + i}
+            for i in range(40)]
+    lines = [json.dumps(r) for r in good]
+    lines[3] = '{"reviewerID": " U1 ", "asin": "I2", "overall": "5", "unixReviewTime": "1400000003"}'  # fine, odd
+    lines[9] = "not json"
+    with gzip.open(tmp_path / "Video_Games_5.json.gz", "wt") as f:
+        f.write("\n".join(lines) + "\n")
+    fast, slow = _both_readers(tmp_path, monkeypatch)
+    pd.testing.assert_frame_equal(fast.interactions, slow.interactions)
+    assert fast.report["files"]["Video_Games_5.json.gz"]["bad_lines"] == 1
+    assert fast.interactions.user_id.iloc[3] == "U1" and fast.interactions.rating.iloc[3] == 5.0
+
+
+@pytest.mark.skipif(not (REAL / "gift_cards_2018").exists(), reason="no real 2018 sample")
+def test_the_columnar_reader_agrees_on_real_2018_files(monkeypatch):
+    for name in ("gift_cards_2018", "magazine_subscriptions_2018"):
+        fast, slow = _both_readers(REAL / name, monkeypatch)
+        pd.testing.assert_frame_equal(fast.interactions, slow.interactions)
+        assert fast.report == slow.report

@@ -436,11 +436,61 @@ def _read_file(raw_file: _RawFile, interactions: _Columns, items: _Columns) -> _
         return _read_lines(path, to_row, interactions, skip_first=raw_file.csv_has_header)
     if raw_file.kind == "reviews":
         review_spec = _REVIEW_SPECS[raw_file.format]
+        rows = _columnar_reviews(path, review_spec) if COLUMNAR else None
+        if rows is not None:  # a clean file, read whole by pyarrow
+            for column, values in zip(interactions.lists, rows):
+                column.extend(values)
+            return _FileStats(records=len(rows[0]))
         to_row = partial(_json_row, _parse_json, partial(_review_row, review_spec))
         return _read_lines(path, to_row, interactions)
     meta_spec = _META_SPECS[raw_file.format]
     parse = _parse_json_or_literal if meta_spec.literal else _parse_json
     return _read_lines(path, partial(_json_row, parse, partial(_meta_row, meta_spec)), items)
+
+
+COLUMNAR = True  # review files are tried with pyarrow's JSON reader first (tests turn it off to compare)
+
+
+def _columnar_reviews(path: Path, spec: _ReviewSpec) -> tuple[list, list, list, list] | None:
+    """The review file's rows read by pyarrow, 20-30x faster than line by line, or None for the line reader.
+
+    Only a file every line of which the line reader would take as it is qualifies: a JSON
+    object per line, ids strings without surrounding space, an integer timestamp, a numeric or
+    missing rating. Anything else (a corrupt line, an id given as a number, a timestamp as a
+    string) makes pyarrow fail or a check below refuse, and the line reader, which counts and
+    reports bad lines, reads the file instead: the rows are the same either way (tested).
+    """
+    import pyarrow as pa
+    from pyarrow import compute as pc
+    from pyarrow import json as pajson
+
+    fields = [*dict.fromkeys([*spec.user, *spec.item])]
+    schema = pa.schema([(name, pa.string()) for name in fields] + [(spec.rating, pa.float64()),
+                                                                   (spec.timestamp, pa.int64())])
+    options = pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="ignore")
+    try:
+        with pa.input_stream(str(path), compression="gzip" if _is_gzip(path) else None) as stream:
+            table = pajson.read_json(stream, parse_options=options)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, OSError, EOFError):
+        return None
+
+    def first_id(keys: tuple[str, ...]) -> pa.ChunkedArray | None:
+        found = None
+        for key in keys:
+            column = table.column(key)
+            if pc.any(pc.not_equal(pc.utf8_trim_whitespace(column), column)).as_py():
+                return None  # padded ids: the line reader strips them
+            column = pc.if_else(pc.equal(column, ""), None, column)
+            found = column if found is None else pc.coalesce(found, column)
+        return None if found is None or found.null_count else found
+
+    user, item = first_id(spec.user), first_id(spec.item)
+    timestamp = table.column(spec.timestamp)
+    if user is None or item is None or timestamp.null_count:
+        return None
+    rating = pc.if_else(pc.is_finite(table.column(spec.rating)), table.column(spec.rating), float("nan"))
+    seconds = timestamp.to_numpy() // spec.timestamp_divisor  # as the line reader's int // divisor
+    return user.to_pylist(), item.to_pylist(), pc.fill_null(rating, float("nan")).to_pylist(), seconds.tolist()
 
 
 def _check_bad_lines(path: Path, stats: _FileStats, max_bad_fraction: float) -> None:
