@@ -185,3 +185,14 @@ def test_the_als_grid_param_picks_the_small_or_the_full_grid():
     small, full = parse(AlsParams, {}, "evaluate.als"), parse(AlsParams, {"grid": "full"}, "evaluate.als")
     assert (small.points.factors, small.points.regularization, small.points.alpha) == ([32, 128], [1.0], [10.0])
     assert len(full.points.factors) * len(full.points.regularization) * len(full.points.alpha) == 18
+
+
+def test_auc_pairs_come_from_a_seeded_sample_of_users(prepared):
+    small = load_eval_data(prepared, EvaluateParams(negatives=20, pair_users=50))
+    users = small.test.holdout.users[small.test.sampled.pos_rows.long()].unique()
+    assert len(users) == 50 and len(small.test.sampled.neg_items) == 20 * len(small.test.sampled.pos_items)
+    again = load_eval_data(prepared, EvaluateParams(negatives=20, pair_users=50))
+    assert torch.equal(again.test.sampled.neg_items, small.test.sampled.neg_items)  # the seed decides
+    full = load_eval_data(prepared, EvaluateParams(negatives=20))  # fewer test users than pair_users: all
+    assert len(full.test.sampled.pos_items) == len(full.test.holdout.items)
+    assert len(small.test.holdout.users) == len(full.test.holdout.users)  # the ranking still sees every user

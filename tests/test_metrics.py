@@ -133,3 +133,10 @@ def test_popularity_percentile_by_hand():
     # less popular than item 1: 3 of 3 others -> 100; items 2 and 3 tie: 1 below + half a tie -> 50; item 4: 0
     top = torch.tensor([[1, 2], [4, -1]])
     assert metrics.popularity_percentile(top, counts) == pytest.approx((100 + 50 + 0) / 3)
+
+
+def test_auc_interval_narrows_with_more_pairs():
+    low, high = metrics.auc_interval(0.8, 100, 10_000)
+    assert low < 0.8 < high and 0.05 < high - low < 0.2
+    low2, high2 = metrics.auc_interval(0.8, 10_000, 1_000_000)
+    assert (high2 - low2) == pytest.approx((high - low) / 10, rel=0.05)  # 100x the pairs: a tenth the width

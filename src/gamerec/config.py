@@ -250,6 +250,7 @@ class EvaluateParams:
 
     seed: int = 0  # draws the sampled negatives of the AUC/accuracy pairs
     negatives: int = _range(1, default=100)  # never-interacted items per test positive
+    pair_users: int = _range(0, default=50_000)  # users (seeded sample) whose pairs the auc and accuracy score (0 = all)
     k: list[int] = field(default_factory=lambda: [10, 50], metadata={"min": 1})  # cutoffs of recall/ndcg/hit_rate
     curve_max_k: int = _range(1, default=100)  # recall@K plot for K = 1..curve_max_k
     # what scorers know of a test user: train and val items (default), or train only

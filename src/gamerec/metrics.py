@@ -8,6 +8,8 @@ so a rank is always an integer and the metrics are deterministic.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
 
@@ -169,3 +171,11 @@ def popularity_percentile(top: torch.Tensor, counts: torch.Tensor) -> float:
     percentile = torch.cat([torch.zeros(1, dtype=torch.double), 100 * (less + 0.5 * tied) / max(len(catalogue) - 1, 1)])
     picked = top[top > 0]
     return float(percentile[picked].mean()) if len(picked) else float("nan")
+
+
+def auc_interval(auc: float, positives: int, negatives: int, z: float = 1.96) -> tuple[float, float]:
+    """A 95% interval of an AUC from its standard error (Hanley and McNeil 1982): precision of a pair sample."""
+    q1, q2 = auc / (2 - auc), 2 * auc**2 / (1 + auc)
+    variance = (auc * (1 - auc) + (positives - 1) * (q1 - auc**2) + (negatives - 1) * (q2 - auc**2))
+    error = math.sqrt(max(variance, 0.0) / max(positives * negatives, 1))
+    return auc - z * error, auc + z * error

@@ -51,7 +51,7 @@ def queue(name: str, grid_points: list[dict[str, str]], fixed: dict[str, str], t
 
 def run_queue(jobs: int, budget_minutes: float) -> bool:
     """Start the queue's workers and wait; past the budget, kill what runs and drop what waits. Whether it all ran."""
-    _dvc("queue", "start", "-j", str(jobs))
+    _start_workers(jobs)
     deadline = time.monotonic() + budget_minutes * 60
     while True:
         statuses, workers = _status()
@@ -63,9 +63,15 @@ def run_queue(jobs: int, budget_minutes: float) -> bool:
             _dvc("queue", "remove", "--queued", check=False)
             _dvc("queue", "kill", *running, check=False)
             return False
-        if queued and not running and not workers:  # seen here: workers gone idle with tasks still queued
-            _dvc("queue", "start", "-j", str(jobs))
+        if queued and workers < jobs:  # seen here: a worker gone with tasks still queued
+            _start_workers(jobs)
         time.sleep(POLL_SECONDS)
+
+
+def _start_workers(jobs: int) -> None:
+    """Up to `jobs` queue workers. Detached: a worker keeps any pipe it inherits open until it exits."""
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 def _status() -> tuple[list[tuple[str, str]], int]:
