@@ -1,7 +1,8 @@
 """What this machine can do, measured in the benchmark's own process: the yardsticks.
 
-- `matmul_gflops`: float32 `torch.mm` at the evaluation's shapes, a chunk of users times the
-  catalogue, the most a full-catalogue scoring step could reach;
+- `matmul_gflops`: `torch.mm` at the evaluation's shapes, a chunk of users times the
+  catalogue, in float32 and in bfloat16: the most a full-catalogue scoring step could reach
+  at each precision;
 - `copy_gbps`: memory copy bandwidth (bytes read plus written per second), what bounds
   the steps that stream memory instead of multiplying: top-k, Adam over big tables.
 """
@@ -25,11 +26,11 @@ def _best_seconds(fn, seconds: float) -> float:
     return best
 
 
-def matmul_gflops(rows: int, items: int, dim: int, seconds: float = 3.0) -> float:
-    """GFLOP/s of [rows, dim] @ [dim, items] in float32 (2 * rows * items * dim FLOPs a call)."""
+def matmul_gflops(rows: int, items: int, dim: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
+    """GFLOP/s of [rows, dim] @ [dim, items] at `dtype` (2 * rows * items * dim FLOPs a call)."""
     g = torch.Generator().manual_seed(0)
-    users, catalogue = torch.randn(rows, dim, generator=g), torch.randn(items, dim, generator=g)
-    out = torch.empty(rows, items)
+    users, catalogue = torch.randn(rows, dim, generator=g).to(dtype), torch.randn(items, dim, generator=g).to(dtype)
+    out = torch.empty(rows, items, dtype=dtype)
     took = _best_seconds(lambda: torch.mm(users, catalogue.T, out=out), seconds)
     return 2 * rows * items * dim / took / 1e9
 

@@ -141,6 +141,7 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
     print("bench: the machine's matmul and copy rates ...", file=sys.stderr, flush=True)
     eval_rows = min(chunk_rows(cfg.num_items, bench.params["evaluate"]["memory_mb"]), data["splits"]["test"])
     matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim)
+    matmul_bf16 = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim, dtype=torch.bfloat16)
     copy = machine.copy_gbps()
 
     batch_size = bench.params["train"]["batch_size"]
@@ -177,7 +178,9 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "ranking_seconds": round(ranked["ranking_seconds"], 2),
         "users_ranked_per_second": _rate(ranked["users"], ranked["ranking_seconds"]),
         "ranking_gflops": round(gflops, 1),
-        "fraction_of_matmul": round(gflops / matmul, 3),
+        "fraction_of_matmul": round(gflops / matmul, 3),  # of float32's: above 1 is faster than float32 can be
+        "fraction_of_bf16_matmul": round(gflops / matmul_bf16, 3),
+        "precision": bench.params["evaluate"]["precision"],
     })
     steps["export"] = bench.stage("export")
     exported, timed = bench.metrics(where["export_report"]), bench.figures("export")
@@ -195,7 +198,8 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         "data": {"reviews": raw, "interactions": data["interactions"], "users": data["users"],
                  "items": data["items"], "train_positives": data["splits"]["train"]},
         "machine": {"cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
-                    "matmul_gflops": round(matmul, 1), "matmul_shape": [eval_rows, cfg.arch.dim, cfg.num_items],
+                    "matmul_gflops": round(matmul, 1), "bf16_matmul_gflops": round(matmul_bf16, 1),
+                    "matmul_shape": [eval_rows, cfg.arch.dim, cfg.num_items],
                     "copy_gbps": round(copy, 1)},
         "steps": steps,
         # what `dvc repro` runs (one train, the in_batch default), and the peak of any one step

@@ -322,8 +322,16 @@ class TwoTower(nn.Module):
         return self.config.arch.history if isinstance(self.user_tower, AttentionTower) else 0
 
     def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
-        i = self.item_tower(items, zero)
-        return F.normalize(i, dim=-1) if self.config.arch.normalize else i
+        """Item embeddings of any shape of ids; each distinct item goes through the tower once.
+
+        A batch names popular items many times (positives, negatives, in-batch columns): the
+        tower then runs on the distinct ones, and its embedding tables get one gradient row
+        per item, not one per mention, which is what made coalescing sparse gradients costly.
+        """
+        distinct, where = torch.unique(items, return_inverse=True)
+        i = self.item_tower(distinct, zero)
+        i = F.normalize(i, dim=-1) if self.config.arch.normalize else i
+        return i[where]
 
     def logit_scale(self) -> float:
         """Scores are dot products times this (1 / temperature for normalised embeddings)."""
