@@ -26,12 +26,20 @@ def _best_seconds(fn, seconds: float) -> float:
     return best
 
 
-def matmul_gflops(rows: int, items: int, dim: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of [rows, dim] @ [dim, items] at `dtype` (2 * rows * items * dim FLOPs a call)."""
+def matmul_gflops(rows: int, items: int, dim: int, seconds: float = 3.0, dtype: torch.dtype = torch.float32,
+                  device: str = "cpu") -> float:
+    """GFLOP/s of [rows, dim] @ [dim, items] at `dtype` on `device` (2 * rows * items * dim FLOPs a call)."""
     g = torch.Generator().manual_seed(0)
-    users, catalogue = torch.randn(rows, dim, generator=g).to(dtype), torch.randn(items, dim, generator=g).to(dtype)
-    out = torch.empty(rows, items, dtype=dtype)
-    took = _best_seconds(lambda: torch.mm(users, catalogue.T, out=out), seconds)
+    users = torch.randn(rows, dim, generator=g).to(device, dtype)
+    catalogue = torch.randn(items, dim, generator=g).to(device, dtype)
+    out = torch.empty(rows, items, dtype=dtype, device=device)
+    sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
+
+    def call() -> None:
+        torch.mm(users, catalogue.T, out=out)
+        sync()
+
+    took = _best_seconds(call, seconds)
     return 2 * rows * items * dim / took / 1e9
 
 

@@ -54,7 +54,7 @@ SIZES = {  # synthetic params; the rest of params.yaml stays as the repository h
 class Bench:
     """A scratch folder with params.yaml, and the stages run in it one process at a time."""
 
-    def __init__(self, workdir: Path, size: str):
+    def __init__(self, workdir: Path, size: str, device: str = "cpu"):
         self.dir = workdir
         self.profile = workdir / "profile.jsonl"
         params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -62,6 +62,8 @@ class Bench:
         params["train"]["epochs"] = 1
         if size == "tiny":  # batches of 64 positives: enough of them past the warm-up to time
             params["train"]["batch_size"] = 64
+        for group in ("train", "evaluate", "export"):  # every heavy stage on the one device
+            params[group]["device"] = device
         params["evaluate"]["als"]["enabled"] = False
         self.params = params
         self.write_params()
@@ -108,11 +110,13 @@ def main() -> None:
     parser.add_argument("--size", choices=list(SIZES), default="small")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, removed after)")
     parser.add_argument("--naive-batches", type=int, default=30, help="timed batches of the per-row loop per sampler")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="train, evaluate and export on this device (cuda: the GPU check, rates against its matmul)")
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"gamerec-bench-{args.size}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        report = run_all(Bench(workdir, args.size), args)
+        report = run_all(Bench(workdir, args.size, args.device), args)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -140,8 +144,8 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
     shapes = _data_shapes(prepared)
     print("bench: the machine's matmul and copy rates ...", file=sys.stderr, flush=True)
     eval_rows = min(chunk_rows(cfg.num_items, bench.params["evaluate"]["memory_mb"]), data["splits"]["test"])
-    matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim)
-    matmul_bf16 = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim, dtype=torch.bfloat16)
+    matmul = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim, device=args.device)
+    matmul_bf16 = machine.matmul_gflops(eval_rows, cfg.num_items, cfg.arch.dim, dtype=torch.bfloat16, device=args.device)
     copy = machine.copy_gbps()
 
     batch_size = bench.params["train"]["batch_size"]

@@ -3,6 +3,7 @@
 from pathlib import Path
 
 from gamerec import baselines, config, profile
+from gamerec.devices import resolve_device
 from gamerec.evaluation import (Report, evaluate, feature_ablation, load_eval_data, model_scorer, validation_recall,
                                 write_ranks)
 from gamerec.io import atomic_path, write_json
@@ -31,20 +32,21 @@ def main() -> None:
     params = config.load(config.EvaluateParams, "evaluate")
     where = paths()
     k = params.k[0]  # the headline cutoff: ALS tuning, ablation and the printed summary use it
-    model = TwoTower.from_checkpoint(load_checkpoint(where.model)).eval()
+    device = resolve_device(params.device, "evaluate.device")
+    model = TwoTower.from_checkpoint(load_checkpoint(where.model)).to(device).eval()
     data = load_eval_data(Prepared(where.prepared), params)
-    reports = {"model": evaluate(*model_scorer(model), data, params, "the model")}
+    reports = {"model": evaluate(*model_scorer(model), data, params, "the model", device)}
     users, items, dim = reports["model"].users_evaluated, model.config.num_items, model.config.arch.dim
     profile.record("evaluate", users=users, items=items, dim=dim, ranking_seconds=reports["model"].ranking_seconds,
                    flops=2 * users * items * dim)
-    reports["popularity"] = evaluate(*baselines.popularity(data.popularity), data, params, "popularity")
+    reports["popularity"] = evaluate(*baselines.popularity(data.popularity), data, params, "popularity", device)
     report = {"users_evaluated": users, "catalogue_items": data.catalogue_items}
     if params.als.enabled:
         scorer, chosen = baselines.tune_als(
             data.train_users, data.train_items, data.num_users, items, params.als,
             lambda s: validation_recall(s, data, k, params.memory_mb, params.precision),
         )
-        reports["als"] = evaluate(*scorer, data, params, "ALS")
+        reports["als"] = evaluate(*scorer, data, params, "ALS", device)
         report["als"] = _rounded({"grid": params.als.grid, **chosen})
     report["intervals"] = {name: {metric: [round(lo, 6), round(hi, 6)] for metric, (lo, hi) in r.intervals.items()}
                            for name, r in reports.items()}

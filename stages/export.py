@@ -4,6 +4,7 @@ import sys
 from pathlib import Path
 
 from gamerec import config, profile
+from gamerec.devices import resolve_device
 from gamerec.export import build_and_measure, embed, served_kind, write_serving
 from gamerec.io import file_md5, write_json
 from gamerec.model import TwoTower, load_checkpoint
@@ -15,8 +16,9 @@ def main() -> None:
     params = config.load(config.ExportParams, "export")
     where = paths()
     checkpoint = load_checkpoint(where.model)
-    catalogue = embed(TwoTower.from_checkpoint(checkpoint), Prepared(where.prepared), params.known)
-    indexes, report = build_and_measure(catalogue, params)
+    device = resolve_device(params.device, "export.device")
+    catalogue = embed(TwoTower.from_checkpoint(checkpoint).to(device), Prepared(where.prepared), params.known)
+    indexes, report = build_and_measure(catalogue, params, device)
     kind = served_kind(params, len(catalogue.items))
     write_serving(Path(where.serving), catalogue, indexes[kind], {
         "model_version": file_md5(Path(where.model)),  # as dvc.lock records the checkpoint

@@ -258,6 +258,7 @@ class EvaluateParams:
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
     # the ranking's scores: bfloat16 is faster; ranks and metrics are exact and the same either way
     precision: Literal["bfloat16", "float32"] = "bfloat16"
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # the model's embeddings and the ranking; auto: CUDA if PyTorch sees one
     val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS and for the ablation (0 = all)
     als: AlsParams = field(default_factory=AlsParams)
     bootstrap: BootstrapParams = field(default_factory=BootstrapParams)
@@ -278,6 +279,7 @@ class ExportParams:
     k: int = _range(1, default=10)  # recall@k of each index against exact search
     eval_users: int = _range(1, default=10_000)  # test users (seeded sample) the recall and latency are measured on
     seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"  # the model's embeddings and the exact search; auto: CUDA if seen
 
 
 @dataclass(frozen=True)

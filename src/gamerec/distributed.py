@@ -24,16 +24,8 @@ from dataclasses import dataclass, field
 import torch
 import torch.distributed as dist
 
+from gamerec.devices import resolve_device  # noqa: F401  (the stages' device, re-exported)
 from gamerec.errors import GamerecError
-
-
-def resolve_device(name: str) -> torch.device:
-    """`auto` is CUDA when this machine has it, else CPU; `cuda` without CUDA is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise GamerecError("params: train.device = 'cuda' but PyTorch sees no CUDA device here; use auto or cpu")
-    return torch.device(name)
 
 
 @dataclass

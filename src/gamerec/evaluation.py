@@ -189,15 +189,18 @@ def validation_recall(scorer: Scorer, data: EvalData, k: int, memory_mb: float, 
 
 @torch.no_grad()
 def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, params: EvaluateParams,
-             name: str = "a scorer") -> Report:
-    """Every metric of the protocol for one scorer (score = user embedding . item embedding); `name` labels its progress."""
+             name: str = "a scorer", device: torch.device | str = "cpu") -> Report:
+    """Every metric of the protocol for one scorer (score = user embedding . item embedding), ranked on `device`.
+
+    `name` labels its progress.
+    """
     test, val = data.test, data.val
     test_emb = embed_users(test.holdout.users, test.known)
     val_emb = embed_users(val.holdout.users, val.known)
     depth = max([*params.k, params.curve_max_k, COVERAGE_K])
     start = time.perf_counter()
     ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}",
-                              params.precision)
+                              params.precision, device)
     ranking_seconds = time.perf_counter() - start
     n_users = len(test.holdout.users)
     result = metrics.ranking_metrics(ranks, test.holdout.owner, n_users, params.k)
@@ -237,7 +240,11 @@ def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float, 
 
 @torch.no_grad()
 def model_scorer(model: TwoTower, zero: tuple[str, ...] = ()) -> Scorer:
-    """The two-tower model as a scorer (in eval mode); item features in `zero` are zeroed."""
+    """The two-tower model as a scorer (in eval mode, on its device); embeddings come back to the CPU.
+
+    Item features in `zero` are zeroed.
+    """
     model.eval()
-    embed_users = lambda users, known: model.embed_users(users, history=known)
-    return embed_users, model.embed_items(torch.arange(model.config.num_items), zero)
+    device = next(model.parameters()).device
+    embed_users = lambda users, known: model.embed_users(users.to(device), history=known).cpu()
+    return embed_users, model.embed_items(torch.arange(model.config.num_items, device=device), zero).cpu()

@@ -87,8 +87,9 @@ def user_tower(model: TwoTower) -> tuple[str, dict]:
 
 @torch.no_grad()
 def embed(model: TwoTower, prepared: Prepared, known: str) -> Catalogue:
-    """Item and user vectors of the model; a user is known by the interactions of the `known` splits."""
+    """Item and user vectors of the model (on its device); a user is known by the interactions of the `known` splits."""
     model.eval()
+    device = next(model.parameters()).device
     items, users = prepared.items, prepared.users
     num_users, num_items = model.config.num_users, model.config.num_items
     if (prepared.num_items, prepared.num_users) != (num_items, num_users):
@@ -98,10 +99,10 @@ def embed(model: TwoTower, prepared: Prepared, known: str) -> Catalogue:
         )
     splits = tuple(known.split("+"))
     history = prepared.history(splits)
-    item_vectors = model.embed_items(torch.arange(1, num_items)).numpy()
-    user_ids = torch.arange(1, num_users)
+    item_vectors = model.embed_items(torch.arange(1, num_items, device=device)).cpu().numpy()
+    user_ids = torch.arange(1, num_users, device=device)
     user_vectors = torch.cat([
-        model.embed_users(user_ids[start : start + EMBED_CHUNK], history=history)
+        model.embed_users(user_ids[start : start + EMBED_CHUNK], history=history).cpu()
         for start in range(0, len(user_ids), EMBED_CHUNK)
     ]).numpy() if len(user_ids) else np.zeros((0, model.config.arch.dim), np.float32)
     popularity = np.bincount(prepared.split(*splits).item.to_numpy(), minlength=num_items)
@@ -133,14 +134,16 @@ def served_kind(params: ExportParams, num_items: int) -> str:
     return "flat" if num_items <= params.flat_max_items else "hnsw"
 
 
-def exact_top_k(catalogue: Catalogue, users: np.ndarray, k: int, memory_mb: float = 512) -> np.ndarray:
+def exact_top_k(catalogue: Catalogue, users: np.ndarray, k: int, memory_mb: float = 512,
+                device: torch.device | str = "cpu") -> np.ndarray:
     """The evaluation's own ranking (retrieval.top_k) of `users`: their known items excluded, -1 padded."""
     # the evaluation's item 0 is "unknown" and always hidden: give it a zero row, shift back after
     items = torch.from_numpy(np.vstack([np.zeros((1, catalogue.item_vectors.shape[1]), np.float32),
                                         catalogue.item_vectors]))
     indptr, indices = catalogue.known.select(users)
     top = retrieval.top_k(torch.from_numpy(catalogue.user_vectors[users]), items,
-                          (torch.from_numpy(indptr), torch.from_numpy(indices + 1)), k, memory_mb).numpy() - 1
+                          (torch.from_numpy(indptr), torch.from_numpy(indices + 1)), k, memory_mb,
+                          device=device).numpy() - 1
     have = len(catalogue.items) - np.diff(indptr)  # fewer than k left to recommend: the rest is padding
     top[np.arange(top.shape[1])[None, :] >= have[:, None]] = -1
     if top.shape[1] < k:
@@ -170,7 +173,7 @@ def query_latency_ms(index, catalogue: Catalogue, users: np.ndarray, k: int, ef_
             "query_ms_p99": round(float(np.percentile(ms, 99)), 4)}
 
 
-def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict, dict]:
+def build_and_measure(catalogue: Catalogue, params: ExportParams, device: torch.device | str = "cpu") -> tuple[dict, dict]:
     """Both index kinds over the items, and each one's recall@k against exact search and query latency.
 
     Recall is measured on (a seeded sample of `eval_users` of) the test users (all users if
@@ -182,7 +185,7 @@ def build_and_measure(catalogue: Catalogue, params: ExportParams) -> tuple[dict,
     users = catalogue.test_users if len(catalogue.test_users) else np.arange(len(catalogue.user_vectors))
     if params.eval_users < len(users):
         users = np.sort(rng.choice(users, params.eval_users, replace=False))
-    exact = exact_top_k(catalogue, users, params.k)
+    exact = exact_top_k(catalogue, users, params.k, device=device)
     indexes, report = {}, {}
     for kind in ann.KINDS:
         start = time.perf_counter()

@@ -57,8 +57,9 @@ def masked_score_chunks(
     memory_mb: float,
     progress_desc: str | None = None,
     precision: str = "float32",
+    device: torch.device | str = "cpu",
 ) -> Iterator[tuple[slice, torch.Tensor]]:
-    """Yield (row slice, scores) of user_emb @ item_emb.T at `precision`, excluded items set to -inf.
+    """Yield (row slice, scores on `device`) of user_emb @ item_emb.T at `precision`, excluded items -inf.
 
     `exclude` is a CSR whose row r lists the items to hide from user_emb row r; column 0
     (the unknown item) is always hidden. `progress_desc` shows a progress bar of the chunks.
@@ -67,13 +68,13 @@ def masked_score_chunks(
     step = chunk_rows(len(item_emb), memory_mb)
     starts = range(0, len(user_emb), step)
     dtype = PRECISIONS[precision]
-    fast_items = item_emb.to(dtype).T.contiguous().T  # converted once, not per chunk
+    fast_items = item_emb.to(device=device, dtype=dtype)  # converted once, not per chunk
     for start in progress.bar(starts, show=progress_desc is not None, desc=progress_desc, unit="chunk"):
         rows = slice(start, min(start + step, len(user_emb)))
-        scores = user_emb[rows].to(dtype) @ fast_items.T
+        scores = user_emb[rows].to(device=device, dtype=dtype) @ fast_items.T
         scores[:, 0] = float("-inf")
         owner, items = exclude.gather(torch.arange(rows.start, rows.stop))
-        scores[owner, items] = float("-inf")
+        scores[owner.to(scores.device), items.to(scores.device)] = float("-inf")
         yield rows, scores
 
 
@@ -84,9 +85,10 @@ def top_k(
     k: int,
     memory_mb: float = 512,
     precision: str = "float32",
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
     """Indices of the k best items per user row, best first, excluded items never returned."""
-    return rank_and_top_k(user_emb, item_emb, exclude, None, k, memory_mb, precision=precision)[1]
+    return rank_and_top_k(user_emb, item_emb, exclude, None, k, memory_mb, precision=precision, device=device)[1]
 
 
 def rank_and_top_k(
@@ -98,8 +100,9 @@ def rank_and_top_k(
     memory_mb: float = 512,
     progress_desc: str | None = None,
     precision: str = "float32",
+    device: torch.device | str = "cpu",
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Rank of each target among its user's non-excluded items, and each user's top k.
+    """Rank of each target among its user's non-excluded items, and each user's top k (scored on `device`).
 
     `targets` is a CSR whose row r lists user row r's held-out items; the returned ranks
     (1 = best) follow its flattened order. A target's rank counts the items scoring higher,
@@ -111,20 +114,21 @@ def rank_and_top_k(
         return _rank_shared((item_emb.double() @ user_emb[0].double()).reshape(-1), exclude, targets, k, len(user_emb))
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
-    bound, item64 = error_bound(user_emb, item_emb, precision), item_emb.double()
-    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc, precision):
-        exact = _Exact(user_emb[rows].double(), item64, bound[rows])
-        top[rows] = exact.top_k(scores, k)
+    bound, item64 = error_bound(user_emb, item_emb, precision).to(device), item_emb.to(device, torch.float64)
+    for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc, precision, device):
+        exact = _Exact(user_emb[rows].to(device, torch.float64), item64, bound[rows])
+        top[rows] = exact.top_k(scores, k).cpu()
         if targets is None:
             continue
         owner, items = Csr(*targets).gather(torch.arange(rows.start, rows.stop))
+        owner, items = owner.to(scores.device), items.to(scores.device)
         first = int(targets[0][rows.start])
         for part in range(0, len(items), RANK_BLOCK):
             o, t = owner[part : part + RANK_BLOCK], items[part : part + RANK_BLOCK, None]  # o: row in the chunk
             # one target per row (leave-last-out): a view of the rows; else a copy, row per target
-            consecutive = torch.equal(o, torch.arange(int(o[0]), int(o[0]) + len(o)))
+            consecutive = int(o[-1]) - int(o[0]) == len(o) - 1 and bool((o[1:] > o[:-1]).all())
             row_scores = scores[int(o[0]) : int(o[0]) + len(o)] if consecutive else scores[o]
-            ranks[first + part : first + part + len(t)] = 1 + exact.count_before(row_scores, o, t)
+            ranks[first + part : first + part + len(t)] = 1 + exact.count_before(row_scores, o, t).cpu()
     return ranks, top
 
 
@@ -160,8 +164,8 @@ class _Exact:
         n_items = fast.shape[1]
         values, candidates = torch.topk(fast, min(k + TOP_SPARE, n_items), dim=1)
         floor = values[:, k - 1 : k].float() - 2 * (2 * self.bound).float()[:, None]  # nothing below it can be top k
-        short = torch.nonzero(values[:, -1].float() >= floor[:, 0]).flatten()  # rows whose candidates may not reach it
-        rows = torch.arange(len(fast))[:, None].expand_as(candidates)
+        short = torch.nonzero(values[:, -1].float() >= floor[:, 0]).flatten().cpu()  # rows whose candidates may not reach it
+        rows = torch.arange(len(fast), device=fast.device)[:, None].expand_as(candidates)
         exact = torch.where(torch.isinf(values), values.double(), self.scores(rows.reshape(-1), candidates.reshape(-1))
                             .reshape(candidates.shape))
         exact = exact.masked_fill(values.float() < floor, float("-inf"))
@@ -169,7 +173,7 @@ class _Exact:
         top = candidates.gather(1, order)
         for r in short.tolist():  # rare: more near-ties than spare candidates; rank the row's whole catalogue
             scores = torch.where(torch.isinf(fast[r]), fast[r].double(), self.items @ self.users[r])
-            top[r] = _by_score_then_id(scores[None], torch.arange(n_items)[None])[0, :k]
+            top[r] = _by_score_then_id(scores[None], torch.arange(n_items, device=fast.device)[None])[0, :k]
         return top
 
 
@@ -181,9 +185,11 @@ def _by_score_then_id(scores: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
 
 
 def rank_holdout(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float,
-                 progress_desc: str | None = None, precision: str = "float32") -> tuple[torch.Tensor, torch.Tensor]:
+                 progress_desc: str | None = None, precision: str = "float32",
+                 device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
     """Rank of every held-out item and each user's top k (`user_emb` row r = holdout.users[r])."""
-    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb, progress_desc, precision)
+    return rank_and_top_k(user_emb, item_emb, holdout.exclude, holdout.targets, k, memory_mb, progress_desc, precision,
+                          device)
 
 
 def holdout_recall(holdout: Holdout, user_emb: torch.Tensor, item_emb: torch.Tensor, k: int, memory_mb: float,
