@@ -90,7 +90,7 @@ def _normalized(model: TwoTower, x: torch.Tensor) -> torch.Tensor:
 
 
 def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], params: config.TrainParams, loss_name: str,
-               seen: torch.Tensor | None = None) -> torch.Tensor:
+               seen: Csr | None = None) -> torch.Tensor:
     """The loss of a collated batch, the embeddings computed from it with the model's own layers."""
     tower, b = model.item_tower, len(batch["user"])
     items = torch.cat([batch["positive"][:, None], batch["negatives"]], dim=1)  # [b, 1 + K]
@@ -117,7 +117,7 @@ def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], params: config.T
 
 
 def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, loss_name: str, batches: int,
-            warmup: int, seen: torch.Tensor | None = None) -> dict:
+            warmup: int, seen: Csr | None = None) -> dict:
     """Train `warmup` + `batches` batches; the steady-state rate counts the last `batches`."""
     opts = model.configure_optimizers(params)
     model.train()
@@ -164,7 +164,7 @@ def main() -> None:
     loader = DataLoader(dataset, batch_size=params.batch_size, shuffle=True, collate_fn=pad_collate,
                         generator=torch.Generator().manual_seed(params.seed))
     loss_name = dataset.ex.loss if params.loss == "auto" else params.loss
-    seen = dataset.ex.seen(model.config.num_items) if params.mask_seen else None
+    seen = dataset.ex.items_of_users() if params.mask_seen else None
     json.dump(measure(model, loader, params, loss_name, args.batches, warmup=5, seen=seen), sys.stdout)
     print()
 

@@ -37,7 +37,7 @@ def test_the_per_row_loop_computes_the_same_loss(prepared, sampler, causal):
                                  collate_fn=naive.pad_collate)))
     assert batch["description"].shape[:2] == (64, 1 + ex.negatives.shape[1]) and batch["history"].shape == (64, 5)
     expected = batch_loss(model, loss_for(ex, model, params, torch.Generator()), ex, idx)
-    got = naive.naive_loss(model, batch, params, ex.loss, ex.seen(model.config.num_items))
+    got = naive.naive_loss(model, batch, params, ex.loss, ex.items_of_users())
     assert got.item() == pytest.approx(expected.item(), rel=1e-5)
 
 

@@ -31,6 +31,7 @@ from dataclasses import dataclass, replace
 import torch
 from torch.nn import functional as F
 
+from gamerec.csr import Csr
 from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
 from gamerec.model import Sequences
@@ -66,7 +67,7 @@ class Setup:
     logq: bool  # correct sampled logits by their log sampling probability
     mixed_negatives: int  # uniform items added to every batch softmax row (0 = none)
     generator: torch.Generator  # the training run's generator: the same draws in every process
-    seen: torch.Tensor | None = None  # sorted train keys user * num_items + item: masks items a row's user has
+    seen: Csr | None = None  # each user's train items (rows by user id): masks items a row's user has
 
 
 Loss = Callable[[torch.nn.Module, Batch, Dist], torch.Tensor]
@@ -92,18 +93,24 @@ def logq_correction(logits: torch.Tensor, log_q: torch.Tensor) -> torch.Tensor:
 
 def mask_accidental_hits(logits: torch.Tensor, row_items: torch.Tensor, column_items: torch.Tensor,
                          labels: torch.Tensor | None = None, row_users: torch.Tensor | None = None,
-                         seen: torch.Tensor | None = None, num_items: int = 0) -> torch.Tensor:
+                         seen: Csr | None = None) -> torch.Tensor:
     """-inf where a column holds the row's own positive, or (with `seen`) any item the row's user has.
 
     Each row's label column (`labels[row]`, when given) is kept. A batch can hold the same
     item twice, or an item the user bought before: pushing it down as a negative would
-    contradict the data, so such accidental hits are left out.
+    contradict the data, so such accidental hits are left out. The rows' users' items are
+    looked up among the batch's distinct column items: the cost is the users' items, not
+    rows x columns.
     """
     hit = column_items[None, :] == row_items[:, None]
-    if seen is not None and len(seen):
-        keys = row_users[:, None] * num_items + column_items[None, :]
-        where = torch.searchsorted(seen, keys).clamp(max=len(seen) - 1)
-        hit |= seen[where] == keys
+    if seen is not None:
+        owner, items = seen.gather(row_users)
+        distinct, column_of = torch.unique(column_items, return_inverse=True)
+        where = torch.searchsorted(distinct, items).clamp(max=len(distinct) - 1)
+        found = distinct[where] == items
+        has = torch.zeros(len(row_items), len(distinct), dtype=torch.bool, device=logits.device)
+        has[owner[found], where[found]] = True
+        hit |= has[:, column_of]
     if labels is not None:
         hit[torch.arange(len(row_items), device=row_items.device), labels] = False
     return logits.masked_fill(hit, float("-inf"))
@@ -172,7 +179,7 @@ class BinaryCrossEntropy:
             negative = batch_logits(user_emb, dist.gather_rows(pos_emb, batch.size), scale)
             # the row's own positive column is masked with the other hits: it is the label, not a negative
             negative = mask_accidental_hits(negative, batch.positives, batch.batch_positives, None, batch.users,
-                                            self.setup.seen, self.setup.num_items)
+                                            self.setup.seen)
             pos_weight = torch.isfinite(negative).sum(1).float()
         real = torch.isfinite(negative)
         per_negative = F.binary_cross_entropy_with_logits(negative.masked_fill(~real, 0.0), torch.zeros_like(negative),
@@ -229,8 +236,7 @@ class BatchSoftmax:
         if setup.logq:
             logits = logq_correction(logits, batch.batch_log_q)
         labels = batch.offset + torch.arange(len(logits), device=logits.device)
-        logits = mask_accidental_hits(logits, batch.positives, batch.batch_positives, labels, batch.users,
-                                      setup.seen, setup.num_items)
+        logits = mask_accidental_hits(logits, batch.positives, batch.batch_positives, labels, batch.users, setup.seen)
         if extra_items is not None:
             logits = with_extra_negatives(logits, user_emb, extra_emb, batch.positives, extra_items, scale, extra_log_q)
         if batch.negatives.shape[1]:  # hard (or sampled) negatives of each row, beside the batch's
@@ -252,8 +258,7 @@ class ExactSoftmax:
         user_emb, _, _, item_emb = embedded(model, without_own, catalogue)  # the catalogue as the "extras"
         logits = batch_logits(user_emb, item_emb, setup.scale)
         logits[:, 0] = float("-inf")  # the unknown item
-        logits = mask_accidental_hits(logits, batch.positives, catalogue, batch.positives, batch.users, setup.seen,
-                                      setup.num_items)
+        logits = mask_accidental_hits(logits, batch.positives, catalogue, batch.positives, batch.users, setup.seen)
         return cross_entropy(logits, batch.positives, batch, dist)
 
 

@@ -21,6 +21,7 @@ from gamerec import progress as progress_bar
 from gamerec.config import TrainParams
 from gamerec.distributed import Dist
 from gamerec.errors import GamerecError
+from gamerec.csr import Csr
 from gamerec.io import atomic_path
 from gamerec.model import START, Sequences, TwoTower
 from gamerec.prepared import Holdout
@@ -80,8 +81,12 @@ class Examples:
         return len(self.users)
 
     def seen(self, num_items: int) -> torch.Tensor:
-        """Sorted keys user * num_items + item of the positives (every train interaction): accidental hits."""
+        """Sorted keys user * num_items + item of the positives (every train interaction)."""
         return torch.unique(self.users * num_items + self.positives)
+
+    def items_of_users(self) -> Csr:
+        """Each user's train items (rows by user id): what the losses mask as accidental hits."""
+        return Csr.from_pairs(self.users, self.positives, int(self.users.max()) + 1 if len(self) else 1)
 
     def batches(self, batch_size: int, generator: torch.Generator, sequence_length: int = 0) -> list[torch.Tensor]:
         """An epoch's batches of positives, in a new random order.
@@ -186,7 +191,7 @@ def loss_for(ex: Examples, model: TwoTower, params: TrainParams, generator: torc
     num_items = model.config.num_items
     setup = losses.Setup(scale=model.logit_scale(), num_items=num_items, logq=params.logq,
                          mixed_negatives=ex.mixed_negatives, generator=generator,
-                         seen=ex.seen(num_items) if params.mask_seen else None)
+                         seen=ex.items_of_users() if params.mask_seen else None)
     return losses.make(ex.loss if params.loss == "auto" else params.loss, setup)
 
 
