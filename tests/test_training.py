@@ -1,4 +1,5 @@
 import math
+from contextlib import contextmanager
 
 import numpy as np
 import pytest
@@ -172,6 +173,17 @@ ID_TOWER = ModelParams(dim=16, hidden=[64], dropout=0.1, temperature=0.1, histor
                        pooling="mean")
 
 
+@contextmanager
+def two_threads():
+    """Torch on two threads, as a stage runs on this machine (a test process may have fewer)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 def build(prepared, sampler, seed=0, **train):
     negatives = sample(sampler, prepared.train_positives())
     ex = Examples.from_frame(negatives.examples, negatives.manifest)
@@ -190,11 +202,14 @@ def test_short_training_lowers_the_loss(prepared, sampler):
     assert 1 <= result.best_epoch <= 4 and 0 <= result.best_recall <= 1
 
 
-def test_same_seed_gives_identical_weights(prepared):
+@pytest.mark.parametrize("sampler,loss", [("in_batch", "auto"), ("out_batch", "bce"), ("also_view", "batch_softmax")])
+def test_same_seed_gives_identical_weights_on_two_threads(prepared, sampler, loss):
+    """Bit for bit, with the threads of a real run and batches large enough to split among them."""
     runs = []
-    for _ in range(2):
-        model, ex, val, params = build(prepared, "in_batch", epochs=2)
-        runs.append(fit(model, ex, val, params, progress=False).state_dict)
+    with two_threads():
+        for _ in range(2):
+            model, ex, val, params = build(prepared, sampler, epochs=2, batch_size=4096, loss=loss)
+            runs.append(fit(model, ex, val, params, progress=False).state_dict)
     assert runs[0].keys() == runs[1].keys()
     assert all(torch.equal(runs[0][k], runs[1][k]) for k in runs[0])
 
@@ -277,10 +292,11 @@ def test_the_attention_tower_learns_from_whole_sequences(prepared, loss):
     ex = Examples.from_frame(negatives.examples, negatives.manifest)
     arch = ModelParams(dim=16, history=5, user_tower="attention", layers=1, heads=2, attention_dropout=0.1)
     model = models.build(prepared, arch, seed=0)
-    params = TrainParams(epochs=3, batch_size=128, patience=10, lr=0.01, loss=loss)
-    result = fit(model, ex, prepared.holdout("val"), params, progress=False)
+    params = TrainParams(epochs=3, batch_size=1024, patience=10, lr=0.01, loss=loss)
+    with two_threads():
+        result = fit(model, ex, prepared.holdout("val"), params, progress=False)
+        again = fit(models.build(prepared, arch, seed=0), Examples.from_frame(negatives.examples, negatives.manifest),
+                    prepared.holdout("val"), params, progress=False)
     losses_ = [row["loss"] for row in result.history]
     assert losses_[-1] < losses_[0] * 0.98 and ex.layout is not None and ex.layout.length == 5
-    again = fit(models.build(prepared, arch, seed=0), Examples.from_frame(negatives.examples, negatives.manifest),
-                prepared.holdout("val"), params, progress=False)
     assert all(torch.equal(result.state_dict[k], again.state_dict[k]) for k in result.state_dict)  # deterministic

@@ -327,11 +327,14 @@ class TwoTower(nn.Module):
         A batch names popular items many times (positives, negatives, in-batch columns): the
         tower then runs on the distinct ones, and its embedding tables get one gradient row
         per item, not one per mention, which is what made coalescing sparse gradients costly.
+        The mentions are gathered with `index_select`: its backward adds rows in a fixed order,
+        where `i[where]`'s backward adds them with atomics across threads (results that differ
+        run to run in the last bits) and 4x slower.
         """
         distinct, where = torch.unique(items, return_inverse=True)
         i = self.item_tower(distinct, zero)
         i = F.normalize(i, dim=-1) if self.config.arch.normalize else i
-        return i[where]
+        return i.index_select(0, where.reshape(-1)).reshape(*where.shape, i.shape[-1])
 
     def logit_scale(self) -> float:
         """Scores are dot products times this (1 / temperature for normalised embeddings)."""
