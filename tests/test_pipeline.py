@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 from conftest import REAL_DATA as REAL
 from conftest import repo_params
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
-                 ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+                 ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}
 TINY_TRAIN = {"epochs": 2, "batch_size": 256}
 
@@ -208,9 +208,12 @@ def test_eval_json_has_every_metric_in_range_for_the_model_and_both_baselines(re
     counts = json.loads((repo / "reports/evaluate.json").read_text())
     assert counts["users_evaluated"] > 0 and counts["catalogue_items"] > 0 and counts["als"]["grid"] == "small"
     roc = (repo / "plots/roc.csv").read_text().splitlines()
-    assert roc[0] == "fpr,model,popularity" and len(roc) == 102
+    assert roc[0] == "fpr,model,als,popularity" and len(roc) == 102
     curve = (repo / "plots/recall_at_k.csv").read_text().splitlines()
-    assert curve[0] == "k,model,popularity" and len(curve) == 101
+    assert curve[0] == "k,model,als,popularity" and len(curve) == 101
+    assert [float(v) for v in curve[10].split(",")[1:]] == [result[s]["recall@10"] for s in ("model", "als", "popularity")]
+    epochs = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert epochs[0] == "1" and len(epochs) >= json.loads((repo / "metrics/train.json").read_text())["best_epoch"]
 
 
 def test_metrics_diff_between_two_experiments_prints_changed_keys(repo):
@@ -287,12 +290,20 @@ def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
     assert json.loads((repo / "metrics/eval.json").read_text())["model"]["recall@10"] > 0
 
 
-def test_plots_diff_renders_the_declared_plots(repo):
+def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo):
     result = dvc(repo, "plots", "diff", "slow", "fast", "--json")
-    assert result.returncode == 0, result.stderr
-    shown = result.stdout
-    for plot in ("ROC on the fixed test pairs", "recall@K over the full catalogue", "dvclive/plots/metrics"):
-        assert plot in shown
+    assert result.returncode == 0 and "errors" not in json.loads(result.stdout), result.stdout[:500] + result.stderr
+    plots = json.loads(result.stdout)["data"]
+    titles = ["Training loss per epoch", "Validation recall@10 per epoch",
+              "ROC on the fixed test pairs, the model and both baselines",
+              "recall@K over the full catalogue, the model and both baselines"]
+    assert list(plots) == titles
+    recall = plots[titles[3]][0]["content"]
+    assert recall["encoding"]["color"]["field"] == "field" and recall["encoding"]["strokeDash"]["field"] == "rev"
+    lines = {(point["rev"], point["field"]) for point in recall["data"]["values"]}
+    assert lines == {(rev, scorer) for rev in ("slow", "fast") for scorer in ("model", "als", "popularity")}
+    loss = plots[titles[0]][0]["content"]
+    assert '"title": "epoch"' in json.dumps(loss) and '"title": "step"' not in json.dumps(loss)
 
 
 def test_pull_request_workflow_reproduces_and_comments_the_metrics_diff():
