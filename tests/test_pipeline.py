@@ -306,14 +306,31 @@ def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo):
     assert '"title": "epoch"' in json.dumps(loss) and '"title": "step"' not in json.dumps(loss)
 
 
-def test_pull_request_workflow_reproduces_and_comments_the_metrics_diff():
-    workflow = yaml.safe_load((REPO / ".github/workflows/pr-metrics.yml").read_text())
-    assert "pull_request" in workflow[True]  # YAML reads the bare key `on` as True
-    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
-    commands = "\n".join(step.get("run", "") for step in steps)
-    assert commands.count("dvc repro") == 2  # main, then the pull request
-    assert "dvc metrics diff main --md" in commands and "gh pr comment" in commands
+def workflow(name: str) -> tuple[dict, list[dict], str]:
+    """A workflow file, its steps and its shell commands."""
+    parsed = yaml.safe_load((REPO / ".github/workflows" / name).read_text())
+    steps = [step for job in parsed["jobs"].values() for step in job["steps"]]
+    return parsed, steps, "\n".join(step.get("run", "") for step in steps)
+
+
+def test_pull_request_workflow_reproduces_it_and_updates_one_comment_with_the_report():
+    parsed, steps, commands = workflow("pr-report.yml")
+    assert parsed[True] == "pull_request"  # YAML reads the bare key `on` as True
+    assert commands.count("dvc repro") == 1  # the pull request only: the base's outputs are committed
     assert "pip install -e ." in commands
+    cached = {step["with"]["path"] for step in steps if step.get("uses", "").startswith("actions/cache")}
+    assert cached == {"~/.cache/pip", ".dvc/cache"}
+    assert 'gamerec report pr --base "origin/${{ github.base_ref }}" --out report' in commands
+    assert "cml comment update --target=pr --publish report/pr.md" in commands  # one comment, updated
+    assert any(step.get("uses", "").startswith("iterative/setup-cml") for step in steps)
+
+
+def test_tests_workflow_runs_ci_run_on_pull_requests_and_main():
+    parsed, steps, commands = workflow("tests.yml")
+    assert set(parsed[True]) == {"pull_request", "push"} and parsed[True]["push"]["branches"] == ["main"]
+    assert commands.strip().splitlines()[-1] == ".ci/run"
+    ci = (REPO / ".ci/run").read_text()
+    assert 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest' in ci
 
 
 def test_metrics_show_lists_only_what_users_compare(repo):
