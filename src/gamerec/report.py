@@ -228,7 +228,7 @@ def plot_recall(runs: list[Run], path: Path, title: str) -> None:
 def plot_training(runs: list[Run], path: Path) -> None:
     """A panel per DVCLive metric (the loss, validation recall), a line per run over the epochs."""
     plt = _pyplot()
-    from matplotlib.ticker import MaxNLocator
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
 
     names = sorted({name for run in runs for name in run.curves}, key=lambda name: (name != "loss", name))
     fig, axes = plt.subplots(1, max(len(names), 1), figsize=(6 * max(len(names), 1), 4.5), squeeze=False)
@@ -240,10 +240,12 @@ def plot_training(runs: list[Run], path: Path) -> None:
         log = name == "loss" and values.min() > 0 and values.max() / values.min() > LOG_SPREAD
         if log:
             ax.set_yscale("log")  # each run's own loss: BCE and softmax losses can lie an order of magnitude apart
+            for axis in (ax.yaxis.set_major_formatter, ax.yaxis.set_minor_formatter):
+                axis(FuncFormatter(lambda value, _: f"{value:g}"))  # 0.4, not 4 x 10^-1
         ax.set(title=_curve_title(name, log), xlabel="epoch", ylabel=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend()
+        ax.legend(loc="best")
     _save(fig, path)
 
 
