@@ -49,8 +49,8 @@ def edit_params(repo: Path, **groups: object) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(root: Path) -> Path:
-    """A fresh git + DVC repository holding the project's files, with tiny synthetic params."""
+def make_repo(root: Path, synthetic: dict = TINY, train: dict = TINY_TRAIN) -> Path:
+    """A fresh git + DVC repository holding the project's files, with tiny synthetic params (or those given)."""
     repo = root / "repo"
     for name in PROJECT_FILES:
         src, dst = REPO / name, repo / name
@@ -59,7 +59,7 @@ def make_repo(root: Path) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
-    edit_params(repo, synthetic=TINY, train=TINY_TRAIN, sampler="in_batch")
+    edit_params(repo, synthetic=synthetic, train=train, sampler="in_batch")
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "CI"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "init"]):

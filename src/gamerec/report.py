@@ -245,8 +245,12 @@ def plot_training(runs: list[Run], path: Path) -> None:
         ax.set(title=_curve_title(name, log), xlabel="epoch", ylabel=name)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
-        ax.legend(loc="best")
-    _save(fig, path)
+    handles = {}  # label -> line: one legend below the panels, every run once
+    for ax in axes[0]:
+        for handle, label in zip(*ax.get_legend_handles_labels()):
+            handles.setdefault(label, handle)
+    fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=min(len(handles), 4))
+    _save(fig, path, bottom=0.08 * (1 + (len(handles) - 1) // 4))
 
 
 def _curve_title(name: str, log: bool) -> str:
@@ -255,8 +259,9 @@ def _curve_title(name: str, log: bool) -> str:
     return f"Validation {name.removeprefix('val_')} per epoch" if name.startswith("val_") else f"{name} per epoch"
 
 
-def _save(fig, path: Path) -> None:
-    fig.tight_layout()
+def _save(fig, path: Path, bottom: float = 0.0) -> None:
+    """Write the figure as a PNG, `bottom` of its height left to a legend below the panels."""
+    fig.tight_layout(rect=(0, bottom, 1, 1))
     fig.savefig(path, dpi=110, metadata={"Software": None})  # no version stamp: the same plot, the same bytes
     _pyplot().close(fig)
 
