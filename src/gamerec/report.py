@@ -82,23 +82,15 @@ def samplers(out: Path, names: list[str] | None = None) -> Path:
     from gamerec.samplers import SAMPLERS
 
     wait_for_queue()
+    finished, failed = _experiments(names)
     where = paths()
-    finished, failed = [], []
-    for rev in experiments.experiments(experiments.show()):
-        if names is None or rev["name"] in names:
-            (failed if rev.get("error") or not rev.get("data") else finished).append(rev["name"])
-    missing = sorted(set(names or []) - set(finished))
-    if missing or not finished:
-        raise GamerecError(f"no finished experiment named {', '.join(missing)}" if missing else
-                           "no finished experiment of HEAD: queue the samplers first "
-                           "(`dvc exp run --queue -S sampler=...`, `dvc queue start`)")
-    runs = []
-    for name in finished:
-        run = read_run(name, name, where)
-        sampler, loss = run.params["sampler"], run.params["train"]["loss"]
-        run.label = f"{sampler} ({SAMPLERS[sampler].loss if loss == 'auto' else loss})"
-        runs.append(run)
-    runs = _unique_labels(sorted(runs, key=lambda r: -_headline(r.metrics["model"])[1]))
+    runs = [read_run(name, name, where) for name in finished]
+    for run in runs:
+        sampler, loss = run.params.get("sampler"), run.params.get("train", {}).get("loss", "auto")
+        if loss == "auto" and sampler in SAMPLERS:
+            loss = SAMPLERS[sampler].loss  # what `auto` trained with: the sampler's own loss
+        run.label = f"{sampler} ({loss})"
+    runs = _unique_labels(sorted(runs, key=lambda run: -_headline(run.metrics["model"])))
     out.mkdir(parents=True, exist_ok=True)
     plot_recall(runs, out / "samplers-recall.png", "recall@K on the test split: each sampler and both baselines")
     plot_training(runs, out / "samplers-training.png")
@@ -132,10 +124,24 @@ def wait_for_queue(poll: float = POLL_SECONDS) -> None:
         time.sleep(poll)
 
 
-def _headline(metrics: dict) -> tuple[str, float]:
-    """The first shown metric (recall at the first cutoff) and its value: the order of the table's rows."""
-    key = shown_metrics(metrics)[0]
-    return key, metrics[key]
+def _experiments(names: list[str] | None) -> tuple[list[str], list[str]]:
+    """HEAD's finished and failed experiments (of `names`, when given); an error if none, or a named one, finished."""
+    finished, failed = [], []
+    for rev in experiments.experiments(experiments.show()):
+        if names is None or rev["name"] in names:
+            (failed if rev.get("error") or not rev.get("data") else finished).append(rev["name"])
+    missing = sorted(set(names or []) - set(finished))
+    if missing:
+        raise GamerecError(f"no finished experiment named {', '.join(missing)}")
+    if not finished:
+        raise GamerecError("no finished experiment of HEAD: queue the samplers first "
+                           "(`dvc exp run --queue -S sampler=...`, `dvc queue start`)")
+    return finished, failed
+
+
+def _headline(metrics: dict) -> float:
+    """The first shown metric's value (recall at the first cutoff): the order of the table's rows."""
+    return metrics[shown_metrics(metrics)[0]]
 
 
 def _unique_labels(runs: list[Run]) -> list[Run]:
