@@ -85,6 +85,13 @@ def test_training_plot_has_a_titled_panel_per_curve_with_the_epoch_on_x(figures,
     assert [t.get_text() for t in legend.get_texts()] == ["in_batch (batch_softmax)", "out_batch (bce)"]
 
 
+def test_a_diff_table_without_rows_is_nothing_changed():
+    header = "| Path   | Metric   | main   | workspace   | Change   |\n|--------|----------|--------|-------------|----------|\n"
+    assert report.diff_table(header) == "" and report.diff_table("") == ""
+    row = "| params.yaml | train.lr | 0.02 | 0.05 |"
+    assert report.diff_table(header + row + "\n").splitlines()[-1] == row
+
+
 def test_waiting_for_the_queue_ends_when_nothing_runs(monkeypatch):
     states = iter([([("a", "Running"), ("b", "Queued")], 1), ([("a", "Success"), ("b", "Running")], 1),
                    ([("a", "Success"), ("b", "Failed")], 0)])
@@ -144,6 +151,13 @@ def test_pr_report_holds_the_metrics_and_params_diffs_and_links_plots_that_exist
     images = linked_images(markdown)
     assert images == ["pr-recall.png", "pr-training.png"]
     assert all((pr_repo / "report" / image).read_bytes().startswith(PNG) for image in images)
+
+
+@pytest.mark.e2e
+def test_pr_report_against_its_own_commit_says_nothing_changed(pr_repo):
+    result = gamerec(pr_repo, "report", "pr", "--base", "pr", "--out", "same")
+    assert result.returncode == 0, result.stderr
+    assert "No metric changed." in result.stdout and "No param changed." in result.stdout
 
 
 @pytest.mark.e2e

@@ -282,8 +282,7 @@ def pull_request(base: str, out: Path) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     plot_recall(runs, out / "pr-recall.png", f"recall@K on the test split: the pull request and {base}")
     plot_training(runs, out / "pr-training.png")
-    metrics = experiments.run_dvc("metrics", "diff", base, "--md").stdout.strip()
-    params = experiments.run_dvc("params", "diff", base, "--md").stdout.strip()
+    metrics, params = (diff_table(experiments.run_dvc(kind, "diff", base, "--md").stdout) for kind in ("metrics", "params"))
     lines = [PR_MARKER, f"## This pull request against `{base}`", "",
              "### Metrics", "", "The model and both baselines on the test split (metrics/eval.json), and "
              "validation (metrics/train.json); only what changed.", "", metrics or "No metric changed.", "",
@@ -293,3 +292,8 @@ def pull_request(base: str, out: Path) -> Path:
     (out / "pr.md").write_text("\n".join(lines) + "\n")
     return out / "pr.md"
 
+
+def diff_table(markdown: str) -> str:
+    """A `dvc metrics/params diff --md` table, or "" when it has no rows (DVC prints the header alone)."""
+    lines = [line for line in markdown.strip().splitlines() if line.strip()]
+    return "\n".join(lines) if len(lines) > 2 else ""
