@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
-from gamerec import compare, config, tuning  # noqa: E402
+from gamerec import compare, config, experiments, tuning  # noqa: E402
 
 CELLS = [  # (negative set, loss); in_batch's own negatives are the batch: its sampled softmax is batch_softmax
     ("in_batch", "batch_softmax"), ("in_batch", "bce"),
@@ -77,7 +77,7 @@ def table(data: str, best: dict[str, dict], where: config.Paths) -> str:
     """The markdown table of the tested cells, then the baselines, as the default cell's run measured them."""
     import dvc.api
 
-    runs = {rev["name"]: rev for rev in tuning._revisions(json.loads(tuning._dvc("exp", "show", "--json").stdout))}
+    runs = {rev["name"]: rev for rev in experiments.revisions(experiments.show())}
     default = cell_name(data, "in_batch", "batch_softmax") + "-1"
     head = ["negatives", "loss", *METRICS, "temperature", "lr", "val recall@10", "recall@10 - default [95%]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

@@ -1,4 +1,4 @@
-"""The README's Performance tables from `bench/run.py` reports.
+"""The Performance tables of docs/performance.md from `bench/run.py` reports.
 
 Usage: python bench/table.py small.json 5m.json   (any number of reports, one column group each)
 """

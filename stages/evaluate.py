@@ -12,20 +12,31 @@ from gamerec.prepared import Prepared
 from gamerec.stage import paths, run_stage
 
 
+# The plots' columns, in this order. dvc.yaml names each; a scorer that did not run (ALS
+# disabled) gets a blank column, which DVC draws as no line instead of failing the plot.
+PLOTTED = ("model", "als", "popularity")
+
+
 def _rounded(metrics: dict) -> dict:
     # 6 decimals: enough to compare runs, few enough to keep float noise out of diffs
     return {k: round(v, 6) if isinstance(v, float) else v for k, v in metrics.items()}
 
 
-def write_plots(model: Report, popularity: Report, out_dir: Path) -> None:
-    """ROC of the test pairs and recall@K for K = 1..max, model beside the baseline."""
+def write_plots(reports: dict[str, Report], out_dir: Path) -> None:
+    """ROC of the test pairs and recall@K for K = 1..max: a column per scorer of PLOTTED."""
     out_dir.mkdir(parents=True)
-    fpr, tpr = model.roc
-    _, pop_tpr = popularity.roc
-    rows = [f"{f:.4f},{t:.6f},{p:.6f}" for f, t, p in zip(fpr, tpr, pop_tpr)]
-    (out_dir / "roc.csv").write_text("fpr,model,popularity\n" + "\n".join(rows) + "\n")
-    rows = [f"{k},{m:.6f},{p:.6f}" for k, (m, p) in enumerate(zip(model.recall_curve, popularity.recall_curve), 1)]
-    (out_dir / "recall_at_k.csv").write_text("k,model,popularity\n" + "\n".join(rows) + "\n")
+    fpr = reports["model"].roc[0]  # one fpr grid for every scorer
+    roc = {name: reports[name].roc[1] if name in reports else None for name in PLOTTED}
+    _write_columns(out_dir / "roc.csv", "fpr", [f"{f:.4f}" for f in fpr], roc)
+    curves = {name: reports[name].recall_curve if name in reports else None for name in PLOTTED}
+    _write_columns(out_dir / "recall_at_k.csv", "k", range(1, len(curves["model"]) + 1), curves)
+
+
+def _write_columns(path: Path, x_name: str, xs, columns: dict[str, list[float] | None]) -> None:
+    """A CSV of one x column and a column per scorer, 6 decimals (blank for a scorer without values)."""
+    cell = lambda column, i: "" if column is None else f"{column[i]:.6f}"
+    rows = [",".join([str(x), *(cell(column, i) for column in columns.values())]) for i, x in enumerate(xs)]
+    path.write_text(",".join([x_name, *columns]) + "\n" + "\n".join(rows) + "\n")
 
 
 def main() -> None:
@@ -55,7 +66,7 @@ def main() -> None:
     ablation = feature_ablation(model, data, k, params.memory_mb, params.precision)
     write_json(where.ablation_report, {f"val_recall@{k}": _rounded(ablation)})
     with atomic_path(where.plots) as tmp:
-        write_plots(reports["model"], reports["popularity"], tmp)
+        write_plots(reports, tmp)
     write_json(where.eval_report, report)
     write_json(where.eval_metrics, {name: _rounded(r.metrics) for name, r in reports.items()})
     scores = "; ".join(f"{name} recall@{k} {r.metrics[f'recall@{k}']:.4f} ndcg@{k} {r.metrics[f'ndcg@{k}']:.4f}"

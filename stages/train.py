@@ -61,6 +61,7 @@ def train(prepared: Prepared, sampler: str, model_params: config.ModelParams, pa
     with live_log(where.live, dist.is_main) as live:  # rank 0 logs; the other processes train beside it and write nothing
 
         def log_epoch(row: dict) -> None:
+            live.step = row["epoch"]  # the curves' x is the epoch (1, 2, ...), as metrics/train.json's best_epoch
             for name, value in row.items():
                 if name != "epoch":
                     live.log_metric(name, value)

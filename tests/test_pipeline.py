@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 from conftest import REAL_DATA as REAL
 from conftest import repo_params
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
-                 ".dvc/config", ".dvc/.gitignore", "stages", "src"]
+                 ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}
 TINY_TRAIN = {"epochs": 2, "batch_size": 256}
 
@@ -49,8 +49,8 @@ def edit_params(repo: Path, **groups: object) -> None:
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
 
 
-def make_repo(root: Path) -> Path:
-    """A fresh git + DVC repository holding the project's files, with tiny synthetic params."""
+def make_repo(root: Path, synthetic: dict = TINY, train: dict = TINY_TRAIN) -> Path:
+    """A fresh git + DVC repository holding the project's files, with tiny synthetic params (or those given)."""
     repo = root / "repo"
     for name in PROJECT_FILES:
         src, dst = REPO / name, repo / name
@@ -59,7 +59,7 @@ def make_repo(root: Path) -> Path:
             shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
         else:
             shutil.copy2(src, dst)
-    edit_params(repo, synthetic=TINY, train=TINY_TRAIN, sampler="in_batch")
+    edit_params(repo, synthetic=synthetic, train=train, sampler="in_batch")
     for cmd in (["git", "init", "-q", "-b", "main"], ["git", "config", "user.email", "ci@example.com"],
                 ["git", "config", "user.name", "CI"], ["git", "add", "-A"],
                 ["git", "commit", "-q", "-m", "init"]):
@@ -208,9 +208,12 @@ def test_eval_json_has_every_metric_in_range_for_the_model_and_both_baselines(re
     counts = json.loads((repo / "reports/evaluate.json").read_text())
     assert counts["users_evaluated"] > 0 and counts["catalogue_items"] > 0 and counts["als"]["grid"] == "small"
     roc = (repo / "plots/roc.csv").read_text().splitlines()
-    assert roc[0] == "fpr,model,popularity" and len(roc) == 102
+    assert roc[0] == "fpr,model,als,popularity" and len(roc) == 102
     curve = (repo / "plots/recall_at_k.csv").read_text().splitlines()
-    assert curve[0] == "k,model,popularity" and len(curve) == 101
+    assert curve[0] == "k,model,als,popularity" and len(curve) == 101
+    assert [float(v) for v in curve[10].split(",")[1:]] == [result[s]["recall@10"] for s in ("model", "als", "popularity")]
+    epochs = [line.split("\t")[0] for line in (repo / "dvclive/plots/metrics/loss.tsv").read_text().splitlines()[1:]]
+    assert epochs[0] == "1" and len(epochs) >= json.loads((repo / "metrics/train.json").read_text())["best_epoch"]
 
 
 def test_metrics_diff_between_two_experiments_prints_changed_keys(repo):
@@ -287,22 +290,47 @@ def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
     assert json.loads((repo / "metrics/eval.json").read_text())["model"]["recall@10"] > 0
 
 
-def test_plots_diff_renders_the_declared_plots(repo):
+def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo):
     result = dvc(repo, "plots", "diff", "slow", "fast", "--json")
-    assert result.returncode == 0, result.stderr
-    shown = result.stdout
-    for plot in ("ROC on the fixed test pairs", "recall@K over the full catalogue", "dvclive/plots/metrics"):
-        assert plot in shown
+    assert result.returncode == 0 and "errors" not in json.loads(result.stdout), result.stdout[:500] + result.stderr
+    plots = json.loads(result.stdout)["data"]
+    titles = ["Training loss per epoch", "Validation recall@10 per epoch",
+              "ROC on the fixed test pairs, the model and both baselines",
+              "recall@K over the full catalogue, the model and both baselines"]
+    assert list(plots) == titles
+    recall = plots[titles[3]][0]["content"]
+    assert recall["encoding"]["color"]["field"] == "field" and recall["encoding"]["strokeDash"]["field"] == "rev"
+    lines = {(point["rev"], point["field"]) for point in recall["data"]["values"]}
+    assert lines == {(rev, scorer) for rev in ("slow", "fast") for scorer in ("model", "als", "popularity")}
+    loss = plots[titles[0]][0]["content"]
+    assert '"title": "epoch"' in json.dumps(loss) and '"title": "step"' not in json.dumps(loss)
 
 
-def test_pull_request_workflow_reproduces_and_comments_the_metrics_diff():
-    workflow = yaml.safe_load((REPO / ".github/workflows/pr-metrics.yml").read_text())
-    assert "pull_request" in workflow[True]  # YAML reads the bare key `on` as True
-    steps = [step for job in workflow["jobs"].values() for step in job["steps"]]
-    commands = "\n".join(step.get("run", "") for step in steps)
-    assert commands.count("dvc repro") == 2  # main, then the pull request
-    assert "dvc metrics diff main --md" in commands and "gh pr comment" in commands
+def workflow(name: str) -> tuple[dict, list[dict], str]:
+    """A workflow file, its steps and its shell commands."""
+    parsed = yaml.safe_load((REPO / ".github/workflows" / name).read_text())
+    steps = [step for job in parsed["jobs"].values() for step in job["steps"]]
+    return parsed, steps, "\n".join(step.get("run", "") for step in steps)
+
+
+def test_pull_request_workflow_reproduces_it_and_updates_one_comment_with_the_report():
+    parsed, steps, commands = workflow("pr-report.yml")
+    assert parsed[True] == "pull_request"  # YAML reads the bare key `on` as True
+    assert commands.count("dvc repro") == 1  # the pull request only: the base's outputs are committed
     assert "pip install -e ." in commands
+    cached = {step["with"]["path"] for step in steps if step.get("uses", "").startswith("actions/cache")}
+    assert cached == {"~/.cache/pip", ".dvc/cache"}
+    assert 'gamerec report pr --base "origin/${{ github.base_ref }}" --out report' in commands
+    assert "cml comment update --target=pr --publish report/pr.md" in commands  # one comment, updated
+    assert any(step.get("uses", "").startswith("iterative/setup-cml") for step in steps)
+
+
+def test_tests_workflow_runs_ci_run_on_pull_requests_and_main():
+    parsed, steps, commands = workflow("tests.yml")
+    assert set(parsed[True]) == {"pull_request", "push"} and parsed[True]["push"]["branches"] == ["main"]
+    assert commands.strip().splitlines()[-1] == ".ci/run"
+    ci = (REPO / ".ci/run").read_text()
+    assert 'python3 -m venv .venv && . .venv/bin/activate && pip install -e ".[test]" && python -m pytest' in ci
 
 
 def test_metrics_show_lists_only_what_users_compare(repo):

@@ -1,6 +1,6 @@
 """The tuning grid and how its results are read from `dvc exp show --json`."""
 
-from gamerec import tuning
+from gamerec import experiments, tuning
 
 
 def test_points_are_every_combination_in_order():
@@ -22,7 +22,7 @@ def test_results_rank_the_named_experiments_by_validation(monkeypatch):
     shown = [{"rev": "workspace", "name": None, "data": {}},
              {"rev": "abc", "name": "main", "data": {"metrics": {}},
               "experiments": [experiment("t-1", 0.2), experiment("t-2", 0.3), experiment("other", 0.9)]}]
-    monkeypatch.setattr(tuning, "_dvc", lambda *args, **kw: type("R", (), {"stdout": __import__("json").dumps(shown)}))
+    monkeypatch.setattr(experiments, "show", lambda: shown)
     rows = tuning.results(["t-1", "t-2", "t-3"])
     assert [row["name"] for row in rows] == ["t-2", "t-1"]  # best first; t-3 never finished, other is not ours
     assert rows[0]["params"]["train"]["lr"] == 0.3

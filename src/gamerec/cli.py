@@ -164,6 +164,18 @@ def _param(params: dict, dotted: str):
     return params
 
 
+def _report(args: argparse.Namespace) -> None:
+    """Write a report's markdown and plots, then print the markdown."""
+    from pathlib import Path
+
+    from gamerec import report
+
+    out = Path(args.out)
+    written = report.samplers(out, args.exp) if args.report == "samplers" else report.pull_request(args.base, out)
+    print(written.read_text(), end="")
+    print(f"report: wrote {written} and the plots it links, in {out}/", file=sys.stderr)
+
+
 def _serve(args: argparse.Namespace) -> None:
     from gamerec.service import serve
 
@@ -226,6 +238,25 @@ def _add_tune(commands) -> None:
     tune.set_defaults(run=_tune)
 
 
+def _add_report(commands) -> None:
+    """`gamerec report samplers` and `gamerec report pr`."""
+    report = commands.add_parser("report", help="markdown and plots from the pipeline's outputs: samplers, a pull request",
+                                 description="Reads the committed metrics, plots and training curves of revisions "
+                                             "(experiments, commits, the workspace) and writes markdown and PNG plots.")
+    kinds = report.add_subparsers(dest="report", required=True)
+    samplers = kinds.add_parser("samplers", help="HEAD's experiments side by side (waits for the queue first)",
+                                description="Waits for the experiment queue, then writes samplers.md (each "
+                                            "experiment's model and both baselines) and recall@K and training plots.")
+    samplers.add_argument("--exp", nargs="+", metavar="NAME", help="only these experiments (default: every finished one of HEAD)")
+    pr = kinds.add_parser("pr", help="the workspace against a base revision: metrics and params diffs, plots",
+                          description="Writes pr.md: dvc metrics diff and dvc params diff against --base, and "
+                                      "recall@K and training plots of the base beside the workspace.")
+    pr.add_argument("--base", required=True, help="the revision to compare with, e.g. main or origin/main")
+    for sub in (samplers, pr):
+        sub.add_argument("--out", default="report", help="folder to write into (default report/)")
+        sub.set_defaults(run=_report)
+
+
 def parser() -> argparse.ArgumentParser:
     """The `gamerec` command's arguments."""
     top = argparse.ArgumentParser(prog="gamerec", description="Recommend video games with the exported two-tower model.")
@@ -233,6 +264,7 @@ def parser() -> argparse.ArgumentParser:
     _add_recommend(commands)
     _add_compare(commands)
     _add_tune(commands)
+    _add_report(commands)
     similar = commands.add_parser("similar", parents=[_common()], help="the games nearest to a game in the item tower's space",
                                   description="The games nearest to a game in the item tower's space.")
     similar.add_argument("--item", required=True, help="the game's ASIN")
