@@ -89,4 +89,7 @@ def train(prepared: Prepared, sampler: str, model_params: config.ModelParams, pa
 
 
 if __name__ == "__main__":
-    run_stage(main)
+    if distributed.launched():
+        distributed.exit_worker(lambda: run_stage(main))  # a worker of torchrun
+    else:
+        run_stage(main)

@@ -16,8 +16,9 @@ from __future__ import annotations
 import logging
 import os
 import signal
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
@@ -172,26 +173,52 @@ def shutdown(finished: bool = False) -> None:
 def stoppable(dist: Dist) -> Iterator[None]:
     """In a worker, Ctrl-C or torchrun stopping the job ends as KeyboardInterrupt: the stage's one `interrupted` line.
 
-    torchrun stops workers with SIGTERM, one after another, so a worker waiting in a
-    collective can see its peer's socket close before its own signal arrives, as a
-    RuntimeError. That error is held for a moment: if a stop signal follows, the worker
-    was stopped, not broken; if none does, the error is raised as it was.
+    torchrun stops workers with the signal it got (SIGINT for Ctrl-C, else SIGTERM), one after
+    another, so a worker waiting in a collective can see its peer's socket close before its
+    own signal is handled, as a RuntimeError. The signals are noted as they arrive (the
+    KeyboardInterrupt they raise can be swallowed, by an object's `__del__` for one, seen
+    here under load); a RuntimeError with a stop signal before it or within a moment after
+    it is a stop, not a failure; without one it is raised as it was.
     """
     if dist.world == 1:
         yield
         return
+    received: list[int] = []
 
     def stop(signum, frame):
+        received.append(signum)
         raise KeyboardInterrupt
 
-    previous = signal.signal(signal.SIGTERM, stop)
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except RuntimeError:
-        time.sleep(2.0)  # a stop signal arriving now raises KeyboardInterrupt from here
+        if not received:
+            time.sleep(2.0)  # a stop signal arriving now raises KeyboardInterrupt from here
+        if received:
+            raise KeyboardInterrupt from None
         raise
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def exit_worker(main: Callable[[], None]) -> None:
+    """Run a torchrun worker's `main`, then leave with `os._exit`, skipping the interpreter's teardown.
+
+    By then the process group is destroyed and every output written and closed; what is
+    left are gloo's C++ threads, whose teardown at interpreter exit aborted a worker now and
+    then ("terminate called without an active exception", exit status -6) after a run that
+    had finished. An exception other than SystemExit is a bug and propagates as usual.
+    """
+    try:
+        main()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def launch(processes: int, script: str, args: list[str] = ()) -> None:
