@@ -69,7 +69,7 @@ def test_cells(data: str, fixed: dict[str, str], best: dict[str, dict], jobs: in
     for (sampler, loss), point in best.items():
         sets = {**fixed, "sampler": sampler, "train.loss": loss, "model.temperature": point["model.temperature"],
                 "train.lr": point["train.lr"]}
-        tuning.queue(cell_name(data, sampler, loss), [{}], sets, "export")
+        tuning.queue(cell_name(data, sampler, loss), [{}], sets, None)  # every stage: export skips evaluate
     tuning.run_queue(jobs, budget)
 
 

@@ -26,3 +26,15 @@ def test_results_rank_the_named_experiments_by_validation(monkeypatch):
     rows = tuning.results(["t-1", "t-2", "t-3"])
     assert [row["name"] for row in rows] == ["t-2", "t-1"]  # best first; t-3 never finished, other is not ours
     assert rows[0]["params"]["train"]["lr"] == 0.3
+
+
+def test_queue_names_each_point_and_runs_the_target_or_every_stage(monkeypatch):
+    calls = []
+    monkeypatch.setattr(tuning, "run_dvc", lambda *args, **kw: calls.append(args))
+    names = tuning.queue("t", [{"train.lr": "0.1"}, {"train.lr": "0.2"}], {"sampler": "mined"}, "train")
+    assert names == ["t-1", "t-2"]
+    assert calls == [("exp", "run", "--queue", "-n", "t-1", "-S", "sampler=mined", "-S", "train.lr=0.1", "train"),
+                     ("exp", "run", "--queue", "-n", "t-2", "-S", "sampler=mined", "-S", "train.lr=0.2", "train")]
+    calls.clear()
+    tuning.queue("final", [{}], {"sampler": "mined"}, None)  # no target: every stage, evaluate included
+    assert calls == [("exp", "run", "--queue", "-n", "final-1", "-S", "sampler=mined")]

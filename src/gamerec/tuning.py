@@ -29,13 +29,13 @@ def _yaml_value(value) -> str:
     return json.dumps(value) if isinstance(value, (list, bool)) or value is None else str(value)
 
 
-def queue(name: str, grid_points: list[dict[str, str]], fixed: dict[str, str], target: str) -> list[str]:
-    """Queue one experiment per point; returns their names (`name`-1, `name`-2, ...)."""
+def queue(name: str, grid_points: list[dict[str, str]], fixed: dict[str, str], target: str | None) -> list[str]:
+    """Queue one experiment per point of `target` (None: the whole pipeline); their names, `name`-1, `name`-2, ..."""
     names = []
     for i, point in enumerate(grid_points, 1):
         names.append(f"{name}-{i}")
         sets = [arg for key, value in {**fixed, **point}.items() for arg in ("-S", f"{key}={value}")]
-        run_dvc("exp", "run", "--queue", "-n", names[-1], *sets, target)
+        run_dvc("exp", "run", "--queue", "-n", names[-1], *sets, *([target] if target else []))
     return names
 
 
