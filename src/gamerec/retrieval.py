@@ -32,17 +32,20 @@ PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32}
 TOP_SPARE = 16  # fast top-k candidates beyond k, so that near-ties at the k-th place are rescored
 
 
-def error_bound(user_emb: torch.Tensor, item_emb: torch.Tensor, precision: str) -> torch.Tensor:
-    """Per user row, a bound on |fast score - exact score| over every item.
+def error_bound(user_emb: torch.Tensor, item_emb: torch.Tensor, precision: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """(per user, per item) factors whose product bounds |fast score - exact score| of that pair.
 
     Rounding x to bfloat16 moves it by at most 2^-8 |x| (the unit roundoff): the two inputs of
     a product and the output add 3 x 2^-8 |u| |i|; summing d products in float32 adds at most
     d x 2^-24 sum |u_j i_j| <= d x 2^-24 |u| |i| (Cauchy-Schwarz). float32 inputs are exact.
-    Doubled for safety.
+    The second-order terms (2^-16 and below) are bounded by 2^-12 |u| |i|, and 1% more covers
+    the float32 rounding of the bound itself. Per item, not by the largest item norm: ALS's
+    popular items have norms many times the rest, and one global bound would make nearly every
+    item a near-tie. (An earlier 2x "for safety" only doubled the items scored again.)
     """
     unit = 2.0**-8 if precision == "bfloat16" else 0.0
-    scale = (3 * unit + user_emb.shape[1] * 2.0**-24) * 2
-    return scale * user_emb.double().norm(dim=1) * float(item_emb.double().norm(dim=1).max()) + 1e-12
+    scale = (3 * unit + unit**2 * 16 + user_emb.shape[1] * 2.0**-24 * 1.01) * 1.01
+    return scale * user_emb.double().norm(dim=1) + 1e-12, item_emb.double().norm(dim=1) + 1e-12
 
 
 def chunk_rows(num_items: int, memory_mb: float) -> int:
@@ -114,9 +117,10 @@ def rank_and_top_k(
         return _rank_shared((item_emb.double() @ user_emb[0].double()).reshape(-1), exclude, targets, k, len(user_emb))
     top = torch.empty(len(user_emb), k, dtype=torch.long)
     ranks = torch.empty(0 if targets is None else len(targets[1]), dtype=torch.long)
-    bound, item64 = error_bound(user_emb, item_emb, precision).to(device), item_emb.to(device, torch.float64)
+    user_bound, item_bound = error_bound(user_emb, item_emb, precision)
+    item64, item_bound = item_emb.to(device, torch.float64), item_bound.to(device, torch.float32)
     for rows, scores in masked_score_chunks(user_emb, item_emb, exclude, memory_mb, progress_desc, precision, device):
-        exact = _Exact(user_emb[rows].to(device, torch.float64), item64, bound[rows])
+        exact = _Exact(user_emb[rows].to(device, torch.float64), item64, user_bound[rows].to(device), item_bound)
         top[rows] = exact.top_k(scores, k).cpu()
         if targets is None:
             continue
@@ -133,25 +137,40 @@ def rank_and_top_k(
 
 
 class _Exact:
-    """One chunk's users in float64, the catalogue in float64, and the bound on each user's fast scores."""
+    """One chunk's users in float64, the catalogue in float64, and the bound on their fast scores.
 
-    def __init__(self, users: torch.Tensor, items: torch.Tensor, bound: torch.Tensor):
-        self.users, self.items, self.bound = users, items, bound
+    The fast score of (user row r, item j) is within `user_bound[r] * item_bound[j]` of the exact one.
+    """
+
+    def __init__(self, users: torch.Tensor, items: torch.Tensor, user_bound: torch.Tensor, item_bound: torch.Tensor):
+        self.users, self.items = users, items
+        self.user_bound, self.item_bound = user_bound.float(), item_bound
+        # equal item norms (a cosine model): one bound per row, no per-item pass over the scores
+        self.uniform = bool(item_bound.max() <= item_bound.min() * (1 + 1e-3))
+        self.item_max = float(item_bound.max())
 
     def scores(self, rows: torch.Tensor, items: torch.Tensor) -> torch.Tensor:
         """Exact scores of (chunk row, item) pairs."""
         return torch.einsum("nd,nd->n", self.users[rows], self.items[items])
 
+    def slack(self, rows: torch.Tensor, items: torch.Tensor | None = None) -> torch.Tensor:
+        """The bound of each (row, item) fast score: [rows, 1] when uniform, else per item (every item if None)."""
+        per_user = self.user_bound[rows][:, None]
+        if self.uniform:
+            return per_user * self.item_max
+        return per_user * (self.item_bound[None, :] if items is None else self.item_bound[items])
+
     def count_before(self, fast: torch.Tensor, rows: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Per row of `fast` (chunk rows `rows`), the items ranked before its target on the exact scores.
 
-        Items more than twice the bound above the target's fast score are above it exactly;
-        those within twice the bound either way are scored again in float64.
+        An item whose fast score minus its bound is above the target's plus its bound is above
+        it exactly; those whose bounds overlap the target's are scored again in float64.
         """
-        mine = fast.gather(1, targets).float()
-        margin = (2 * self.bound[rows]).float()[:, None]
-        above = torch.sum(fast > mine + margin, 1, dtype=torch.int32)
-        band_rows, band_items = torch.nonzero((fast >= mine - margin) & (fast <= mine + margin), as_tuple=True)
+        mine, mine_slack = fast.gather(1, targets).float(), self.slack(rows, targets)
+        slack = self.slack(rows)
+        above = torch.sum(fast > mine + mine_slack + slack, 1, dtype=torch.int32)
+        band_rows, band_items = torch.nonzero((fast >= mine - mine_slack - slack) & (fast <= mine + mine_slack + slack),
+                                              as_tuple=True)
         target = targets[band_rows, 0]
         band_rows, band_items, target = band_rows[band_items != target], band_items[band_items != target], \
             target[band_items != target]
@@ -160,20 +179,31 @@ class _Exact:
         return above + torch.bincount(band_rows[before], minlength=len(fast)).int()
 
     def top_k(self, fast: torch.Tensor, k: int) -> torch.Tensor:
-        """The k best items of each row on the exact scores (ties: smaller id first), from the fast scores' candidates."""
+        """The k best items of each row on the exact scores (ties: smaller id first), from the fast scores' candidates.
+
+        A row's candidates are its best fast scores; the k-th best lower bound among them is a
+        floor no other top-k item's upper bound can be below. Rows whose last candidate may still
+        reach the floor (a crowd of near-ties, common with cosine scores) get 4x as many
+        candidates, all such rows at once, until none is short (at worst the whole catalogue).
+        Only candidates that can reach the floor are scored again in float64.
+        """
         n_items = fast.shape[1]
-        values, candidates = torch.topk(fast, min(k + TOP_SPARE, n_items), dim=1)
-        floor = values[:, k - 1 : k].float() - 2 * (2 * self.bound).float()[:, None]  # nothing below it can be top k
-        short = torch.nonzero(values[:, -1].float() >= floor[:, 0]).flatten().cpu()  # rows whose candidates may not reach it
-        rows = torch.arange(len(fast), device=fast.device)[:, None].expand_as(candidates)
-        exact = torch.where(torch.isinf(values), values.double(), self.scores(rows.reshape(-1), candidates.reshape(-1))
-                            .reshape(candidates.shape))
-        exact = exact.masked_fill(values.float() < floor, float("-inf"))
-        order = _by_score_then_id(exact, candidates)[:, :k]
-        top = candidates.gather(1, order)
-        for r in short.tolist():  # rare: more near-ties than spare candidates; rank the row's whole catalogue
-            scores = torch.where(torch.isinf(fast[r]), fast[r].double(), self.items @ self.users[r])
-            top[r] = _by_score_then_id(scores[None], torch.arange(n_items, device=fast.device)[None])[0, :k]
+        top = torch.empty(len(fast), k, dtype=torch.long, device=fast.device)
+        rows, width = torch.arange(len(fast), device=fast.device), min(k + TOP_SPARE, n_items)
+        while len(rows):
+            values, candidates = torch.topk(fast if len(rows) == len(fast) else fast[rows], width, dim=1)
+            values, slack = values.float(), self.slack(rows, candidates)
+            floor = torch.topk(values - slack, k, dim=1).values[:, -1:]
+            reach = values[:, -1:] + self.user_bound[rows][:, None] * self.item_max  # any item outside the candidates
+            short = (reach[:, 0] >= floor[:, 0]) & (width < n_items)
+            done = ~short
+            values, candidates, slack, floor = values[done], candidates[done], slack[done], floor[done]
+            contender = (values + slack >= floor) & ~torch.isinf(values)
+            exact = torch.full(candidates.shape, float("-inf"), dtype=torch.float64, device=fast.device)
+            r, c = torch.nonzero(contender, as_tuple=True)
+            exact[r, c] = self.scores(rows[done][r], candidates[r, c])
+            top[rows[done]] = candidates.gather(1, _by_score_then_id(exact, candidates)[:, :k])
+            rows, width = rows[short], min(4 * width, n_items)
         return top
 
 
