@@ -152,3 +152,16 @@ def test_bfloat16_scores_stay_inside_the_error_bound():
     exact = users.double() @ items.double().T
     per_user, per_item = error_bound(users, items, "bfloat16")
     assert ((fast - exact).abs() <= per_user[:, None] * per_item[None, :]).all()
+
+
+def test_ranks_stay_exact_when_every_item_is_a_near_tie():
+    """The ablation's case (the only feature that tells items apart zeroed): whole rows are scored again."""
+    from gamerec.csr import Csr
+
+    users, items = near_ties()
+    items = items[:1].repeat(len(items), 1) + 1e-6 * items  # every score within about 1e-6 of every other
+    exclude = Csr.from_pairs(torch.arange(40), torch.arange(1, 41), 40)
+    targets = Csr.from_pairs(torch.arange(40), torch.arange(100, 140), 40)
+    want_ranks, want_top = brute_force(users, items, exclude, targets, 12)
+    ranks, top = rank_and_top_k(users, items, exclude, targets, 12, memory_mb=0.01, precision="bfloat16")
+    assert torch.equal(ranks, want_ranks) and torch.equal(top, want_top)
