@@ -196,7 +196,7 @@ class TrainParams:
     mask_seen: bool = True  # softmax/batch columns: leave out every item the row's user has, not only its positive
     eval_memory_mb: float = _range(1e-6, default=512.0)  # cap of the score matrix while ranking
     # scores of the validation ranking: bfloat16 is faster; ranks are exact either way (gamerec.retrieval)
-    eval_precision: Literal["bfloat16", "float32"] = "bfloat16"
+    eval_precision: Literal["bfloat16", "float32"] = "float32"
     val_users: int = _range(0, default=50_000)  # validation users ranked for early stopping (0 = all)
     resume: bool = True  # continue an interrupted run from its last finished epoch
     device: Literal["auto", "cpu", "cuda"] = "auto"  # auto: CUDA when PyTorch sees a GPU, else CPU
@@ -257,7 +257,7 @@ class EvaluateParams:
     known_before_test: Literal["train+val", "train"] = "train+val"
     memory_mb: float = _range(1e-6, default=512.0)  # cap of each chunk of the user x catalogue score matrix
     # the ranking's scores: bfloat16 is faster; ranks and metrics are exact and the same either way
-    precision: Literal["bfloat16", "float32"] = "bfloat16"
+    precision: Literal["bfloat16", "float32"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # the model's embeddings and the ranking; auto: CUDA if PyTorch sees one
     val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS and for the ablation (0 = all)
     als: AlsParams = field(default_factory=AlsParams)
