@@ -8,7 +8,7 @@ The scores can be computed fast (`bfloat16`: half the memory traffic and a faste
 product) or in `float32`; either way every rank and top-k list is that of the exact scores
 (float64), ties broken by item id. Each fast score is within a proven bound of the exact one
 (`error_bound`): items whose fast score is clearly above or below a target's are counted as
-they are, and only those within twice the bound of it are scored again in float64. So both
+they are, and only those whose bounds overlap its bound are scored again in float64. So both
 precisions give identical ranks, and a near-tie never depends on the precision.
 """
 
@@ -187,11 +187,10 @@ class _Exact:
         An item whose fast score minus its bound is above the target's plus its bound is above
         it exactly; those whose bounds overlap the target's are scored again in float64.
         """
-        mine, mine_slack = fast.gather(1, targets).float(), self.slack(rows, targets)
-        slack = self.slack(rows)
-        above = torch.sum(fast > mine + mine_slack + slack, 1, dtype=torch.int32)
-        band_rows, band_items = torch.nonzero((fast >= mine - mine_slack - slack) & (fast <= mine + mine_slack + slack),
-                                              as_tuple=True)
+        mine = fast.gather(1, targets).float()
+        reach = self.slack(rows, targets) + self.slack(rows)  # how far apart two fast scores may be and still tie
+        above = torch.sum(fast > mine + reach, 1, dtype=torch.int32)
+        band_rows, band_items = torch.nonzero((fast >= mine - reach) & (fast <= mine + reach), as_tuple=True)
         target = targets[band_rows, 0]
         band_rows, band_items, target = band_rows[band_items != target], band_items[band_items != target], \
             target[band_items != target]
@@ -218,12 +217,13 @@ class _Exact:
             reach = values[:, -1:] + self.user_bound[rows][:, None] * self.item_max  # any item outside the candidates
             short = (reach[:, 0] >= floor[:, 0]) & (width < n_items)
             done = ~short
-            values, candidates, slack, floor = values[done], candidates[done], slack[done], floor[done]
+            values, candidates, slack, floor, finished = values[done], candidates[done], slack[done], floor[done], \
+                rows[done]
             contender = (values + slack >= floor) & ~torch.isinf(values)
             exact = torch.full(candidates.shape, float("-inf"), dtype=torch.float64, device=fast.device)
             r, c = torch.nonzero(contender, as_tuple=True)
-            exact[r, c] = self.scores(rows[done][r], candidates[r, c])
-            top[rows[done]] = candidates.gather(1, _by_score_then_id(exact, candidates)[:, :k])
+            exact[r, c] = self.scores(finished[r], candidates[r, c])
+            top[finished] = candidates.gather(1, _by_score_then_id(exact, candidates)[:, :k])
             rows, width = rows[short], min(4 * width, n_items)
         return top
 
