@@ -218,6 +218,36 @@ def test_whole_sequence_training_gives_each_position_its_evaluation_embedding():
     torch.testing.assert_close(whole, one_by_one, atol=1e-6, rtol=1e-5)
 
 
+def test_attention_users_embed_alike_alone_or_in_passes_of_alike_length(monkeypatch):
+    from gamerec.model import AttentionTower
+
+    m = attention_model(history=3)
+    tower, users = m.user_tower, torch.tensor([1, 2, 3, 0, 1])  # 4 items (window cut to 3), 1 item, none, none
+    monkeypatch.setattr(AttentionTower, "EMBED_ROWS", 2)  # three passes, each cut to its own longest window
+    with torch.no_grad():
+        together = m.embed_users(users)
+        tokens, last = tower.windows(users, Csr(tower.history_indptr, tower.history_indices))
+        alone = [tower.encode(tokens[n : n + 1])[0, last[n]] for n in range(len(users))]  # full width, one by one
+    torch.testing.assert_close(together, torch.nn.functional.normalize(torch.stack(alone), dim=-1), atol=1e-6, rtol=1e-5)
+
+
+def test_the_attention_tower_s_own_weights_learn_at_their_own_rate():
+    from gamerec.config import TrainParams
+
+    params = TrainParams(lr=0.02, attention_lr=0.001)
+    m = attention_model()
+    sparse_opt, dense_opt = m.configure_optimizers(params)
+    own = {id(p) for p in m.user_tower.parameters()} - {id(p) for p in m.item_tower.parameters()}
+    rates = {id(p): g["lr"] for g in dense_opt.param_groups for p in g["params"]}
+    assert {rates[i] for i in own} == {0.001}
+    assert id(m.user_tower.blocks.layers[0].self_attn.in_proj_weight) in own and id(m.user_tower.position) in own
+    assert {rate for i, rate in rates.items() if i not in own} == {0.02}  # the item tower's dense layers
+    assert sparse_opt.param_groups[0]["lr"] == 0.02 and len(sparse_opt.param_groups[0]["params"]) == 3  # id, brand, text
+    pool = history_model(history=3)
+    (pool_opt,) = pool.configure_optimizers(TrainParams(optimizer="adam", lr=0.02, attention_lr=0.001))
+    assert [g["lr"] for g in pool_opt.param_groups] == [0.02]  # no attention tower: one rate
+
+
 def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path):
     m = attention_model()
     torch.save(m.checkpoint(), tmp_path / "m.pt")

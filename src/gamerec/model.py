@@ -231,6 +231,8 @@ class AttentionTower(_DataShapedBuffers):
     once (`Sequences`), every token's output predicting the next item.
     """
 
+    EMBED_ROWS = 2048  # users per pass outside training, sorted by their window's length
+
     def __init__(self, cfg: ModelConfig, item_tower: "ItemTower", history: Csr | None = None):
         super().__init__()
         arch = self.arch = cfg.arch
@@ -250,7 +252,10 @@ class AttentionTower(_DataShapedBuffers):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[n, T, dim] outputs of token sequences [n, T] (START, items, 0 padding at the end)."""
-        x = self.item_tower(tokens.clamp(min=0))
+        # each distinct item through the item tower once (a window names popular items many times);
+        # index_select's backward adds rows in a fixed order (see TwoTower.embed_items)
+        distinct, where = torch.unique(tokens.clamp(min=0), return_inverse=True)
+        x = self.item_tower(distinct).index_select(0, where.reshape(-1)).reshape(*tokens.shape, -1)
         x = torch.where((tokens == START)[..., None], self.start, x) + self.position[: tokens.shape[1]]
         steps = tokens.shape[1]
         later = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), 1)
@@ -281,7 +286,14 @@ class AttentionTower(_DataShapedBuffers):
             return self.encode(sequences.tokens)[sequences.chunk, sequences.column]
         known = Csr(self.history_indptr, self.history_indices) if history is None else history.torch()
         tokens, last = self.windows(users, known, leave_out)
-        return self.encode(tokens)[torch.arange(len(users), device=users.device), last]
+        # most users are short: rows of alike length go through together, cut to their own longest
+        # (causal attention: padding after a row's last token never changes its output)
+        order = torch.argsort(last)
+        out = torch.empty(len(users), self.arch.dim, device=users.device)
+        for rows in torch.split(order, self.EMBED_ROWS):
+            width = int(last[rows[-1]]) + 1
+            out[rows] = self.encode(tokens[rows, :width])[torch.arange(len(rows), device=users.device), last[rows]]
+        return out
 
 
 USER_TOWERS = {"pool": lambda cfg, items, history: UserTower(cfg, items.item, history),
@@ -353,16 +365,31 @@ class TwoTower(nn.Module):
         """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
 
         With dense gradients each step writes the whole item and token tables (100k items x 128:
-        most of a step's time at scale); sparse gradients touch only the rows a batch used.
+        most of a step's time at scale); sparse gradients touch only the rows a batch used. The
+        attention tower's own weights learn at `params.attention_lr`: the embedding tables'
+        rate (0.02) makes its Transformer blocks learn far slower than 0.001 (docs/user_tower.md).
         """
-        if params.optimizer == "adam":
-            return [torch.optim.Adam(self.parameters(), lr=params.lr, weight_decay=params.weight_decay)]
         tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-        for table in tables:
-            table.sparse = True
-        sparse = {id(table.weight) for table in tables}
+        if params.optimizer == "lazy_adam":
+            for table in tables:
+                table.sparse = True
+        sparse = {id(table.weight) for table in tables} if params.optimizer == "lazy_adam" else set()
+        attention = self._attention_weights()
         dense = [p for p in self.parameters() if id(p) not in sparse]
-        return [torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr), torch.optim.Adam(dense, lr=params.lr)]
+        groups = [{"params": [p for p in dense if id(p) not in attention], "lr": params.lr},
+                  {"params": [p for p in dense if id(p) in attention], "lr": params.attention_lr}]
+        decay = params.weight_decay if params.optimizer == "adam" else 0.0
+        opts = [torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr, weight_decay=decay)]
+        if params.optimizer == "lazy_adam":
+            opts.insert(0, torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr))
+        return opts
+
+    def _attention_weights(self) -> set[int]:
+        """ids of the attention tower's own weights (not the item tower it shares); empty for the pool tower."""
+        if not isinstance(self.user_tower, AttentionTower):
+            return set()
+        shared = {id(p) for p in self.item_tower.parameters()}
+        return {id(p) for p in self.user_tower.parameters() if id(p) not in shared}
 
     def checkpoint(self) -> dict:
         """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""
