@@ -229,6 +229,7 @@ def test_attention_users_embed_alike_alone_or_in_passes_of_alike_length(monkeypa
         tokens, last = tower.windows(users, Csr(tower.history_indptr, tower.history_indices))
         alone = [tower.encode(tokens[n : n + 1])[0, last[n]] for n in range(len(users))]  # full width, one by one
     torch.testing.assert_close(together, torch.nn.functional.normalize(torch.stack(alone), dim=-1), atol=1e-6, rtol=1e-5)
+    assert m.embed_users(torch.tensor([], dtype=torch.long)).shape == (0, 8)  # no users: no pass
 
 
 def test_the_attention_tower_s_own_weights_learn_at_their_own_rate():

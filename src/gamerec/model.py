@@ -290,7 +290,7 @@ class AttentionTower(_DataShapedBuffers):
         # (causal attention: padding after a row's last token never changes its output)
         order = torch.argsort(last)
         out = torch.empty(len(users), self.arch.dim, device=users.device)
-        for rows in torch.split(order, self.EMBED_ROWS):
+        for rows in torch.split(order, self.EMBED_ROWS) if len(users) else ():
             width = int(last[rows[-1]]) + 1
             out[rows] = self.encode(tokens[rows, :width])[torch.arange(len(rows), device=users.device), last[rows]]
         return out
@@ -369,20 +369,17 @@ class TwoTower(nn.Module):
         attention tower's own weights learn at `params.attention_lr`: the embedding tables'
         rate (0.02) makes its Transformer blocks learn far slower than 0.001 (docs/user_tower.md).
         """
-        tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
-        if params.optimizer == "lazy_adam":
-            for table in tables:
-                table.sparse = True
-        sparse = {id(table.weight) for table in tables} if params.optimizer == "lazy_adam" else set()
-        attention = self._attention_weights()
+        lazy = params.optimizer == "lazy_adam"
+        tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))] if lazy else []
+        for table in tables:
+            table.sparse = True
+        sparse, attention = {id(table.weight) for table in tables}, self._attention_weights()
         dense = [p for p in self.parameters() if id(p) not in sparse]
         groups = [{"params": [p for p in dense if id(p) not in attention], "lr": params.lr},
                   {"params": [p for p in dense if id(p) in attention], "lr": params.attention_lr}]
-        decay = params.weight_decay if params.optimizer == "adam" else 0.0
-        opts = [torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr, weight_decay=decay)]
-        if params.optimizer == "lazy_adam":
-            opts.insert(0, torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr))
-        return opts
+        adam = torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr,
+                                weight_decay=0.0 if lazy else params.weight_decay)
+        return [torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr), adam] if lazy else [adam]
 
     def _attention_weights(self) -> set[int]:
         """ids of the attention tower's own weights (not the item tower it shares); empty for the pool tower."""
