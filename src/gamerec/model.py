@@ -124,6 +124,14 @@ class UserTower(_DataShapedBuffers):
             self.register_buffer("history_indptr", history.indptr)
             self.register_buffer("history_indices", history.indices)
 
+    def sequence_length(self) -> int:
+        """0: trained one positive at a time (see AttentionTower.sequence_length)."""
+        return 0
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """Weights that learn at `train.attention_lr`: none (the pool's table is the item tower's)."""
+        return []
+
     def pool(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None) -> torch.Tensor:
         """[N, dim] pooled history of `users` (flat); `leave_out[n]` is the item scored for row n.
 
@@ -250,6 +258,15 @@ class AttentionTower(_DataShapedBuffers):
         self.register_buffer("history_indptr", history.indptr)
         self.register_buffer("history_indices", history.indices)
 
+    def sequence_length(self) -> int:
+        """Tokens per chunk of the whole sequences this tower trains on (`Sequences`)."""
+        return self.arch.history
+
+    def own_parameters(self) -> list[nn.Parameter]:
+        """This tower's weights without the item tower it shares: they learn at `train.attention_lr`."""
+        shared = {id(p) for p in self.item_tower.parameters()}
+        return [p for p in self.parameters() if id(p) not in shared]
+
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[n, T, dim] outputs of token sequences [n, T] (START, items, 0 padding at the end)."""
         # each distinct item through the item tower once (a window names popular items many times);
@@ -331,7 +348,7 @@ class TwoTower(nn.Module):
 
     def sequence_length(self) -> int:
         """Tokens per chunk when the user tower trains on whole sequences (attention), else 0 (one positive at a time)."""
-        return self.config.arch.history if isinstance(self.user_tower, AttentionTower) else 0
+        return self.user_tower.sequence_length()
 
     def embed_items(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
         """Item embeddings of any shape of ids; each distinct item goes through the tower once.
@@ -373,20 +390,13 @@ class TwoTower(nn.Module):
         tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))] if lazy else []
         for table in tables:
             table.sparse = True
-        sparse, attention = {id(table.weight) for table in tables}, self._attention_weights()
+        sparse, attention = {id(table.weight) for table in tables}, {id(p) for p in self.user_tower.own_parameters()}
         dense = [p for p in self.parameters() if id(p) not in sparse]
         groups = [{"params": [p for p in dense if id(p) not in attention], "lr": params.lr},
                   {"params": [p for p in dense if id(p) in attention], "lr": params.attention_lr}]
         adam = torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr,
                                 weight_decay=0.0 if lazy else params.weight_decay)
         return [torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr), adam] if lazy else [adam]
-
-    def _attention_weights(self) -> set[int]:
-        """ids of the attention tower's own weights (not the item tower it shares); empty for the pool tower."""
-        if not isinstance(self.user_tower, AttentionTower):
-            return set()
-        shared = {id(p) for p in self.item_tower.parameters()}
-        return {id(p) for p in self.user_tower.parameters() if id(p) not in shared}
 
     def checkpoint(self) -> dict:
         """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""
