@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import numpy as np
 import pandas as pd
@@ -413,3 +415,10 @@ def test_property_negatives_are_never_train_items(pos, k, balance, top_up, distr
     assert r["hard_negatives"] + r["easy_negatives"] == r["negatives"]
     if not top_up:
         assert r["easy_negatives"] == 0
+
+
+def test_the_sampling_stages_leave_torch_unimported():
+    """torch takes seconds to import; sample_negatives and choose_sampler, run once per sampler and experiment, never use it."""
+    code = "import sys, gamerec.samplers, gamerec.prepared, gamerec.io, gamerec.stage; print(sorted(m for m in sys.modules if m == 'torch'))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert (done.returncode, done.stdout.strip()) == (0, "[]"), done.stderr

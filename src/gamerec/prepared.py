@@ -16,15 +16,17 @@ import json
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-import torch
 
 from gamerec.csr import Csr
 from gamerec.data.files import ALSO_VIEW, FILES, INTERACTIONS, ITEMS, STATS, TEXT, USERS
 from gamerec.errors import GamerecError
+
+if TYPE_CHECKING:  # imported where a Holdout is built: torch takes 2 s to import, and the stages
+    import torch  # that only read the prepared data (sample_negatives, choose_sampler) never need it
 
 SIZES = ("num_users", "num_items", "num_brands", "num_tokens")  # encoder sizes, row 0 included
 
@@ -47,6 +49,8 @@ class Holdout:
         """
         if n == 0 or n >= len(self.users):
             return self
+        import torch
+
         keep = torch.randperm(len(self.users), generator=torch.Generator().manual_seed(seed))[:n].sort().values
         targets = self.targets.select(keep)
         owner, items = targets.gather(torch.arange(n))
@@ -159,6 +163,8 @@ class Prepared:
 
     def holdout(self, split: str, hide: tuple[str, ...] = ("train",)) -> Holdout:
         """Holdout of the users with `split` interactions; their `hide` splits' items are excluded."""
+        import torch
+
         held = self.split(split)
         users = np.unique(held.user.to_numpy())
         row_of = pd.Series(np.arange(len(users)), index=users)
