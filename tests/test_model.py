@@ -232,21 +232,28 @@ def test_attention_users_embed_alike_alone_or_in_passes_of_alike_length(monkeypa
     assert m.embed_users(torch.tensor([], dtype=torch.long)).shape == (0, 8)  # no users: no pass
 
 
-def test_the_attention_tower_s_own_weights_learn_at_their_own_rate():
+def test_tables_dense_layers_and_the_attention_tower_s_own_weights_learn_at_their_own_rates():
     from gamerec.config import TrainParams
 
-    params = TrainParams(lr=0.02, attention_lr=0.001)
+    params = TrainParams(lr=0.02, dense_lr=0.005, attention_lr=0.001)
     m = attention_model()
     sparse_opt, dense_opt = m.configure_optimizers(params)
     own = {id(p) for p in m.user_tower.parameters()} - {id(p) for p in m.item_tower.parameters()}
     rates = {id(p): g["lr"] for g in dense_opt.param_groups for p in g["params"]}
     assert {rates[i] for i in own} == {0.001}
     assert id(m.user_tower.blocks.layers[0].self_attn.in_proj_weight) in own and id(m.user_tower.position) in own
-    assert {rate for i, rate in rates.items() if i not in own} == {0.02}  # the item tower's dense layers
+    assert {rate for i, rate in rates.items() if i not in own} == {0.005}  # the item tower's dense layers
+    assert id(m.item_tower.price.weight) in rates and id(m.item_tower.item.weight) not in rates
     assert sparse_opt.param_groups[0]["lr"] == 0.02 and len(sparse_opt.param_groups[0]["params"]) == 3  # id, brand, text
+    assert len(rates) + 3 == len(list(m.parameters()))  # every weight in one group
     pool = history_model(history=3)
-    (pool_opt,) = pool.configure_optimizers(TrainParams(optimizer="adam", lr=0.02, attention_lr=0.001))
-    assert [g["lr"] for g in pool_opt.param_groups] == [0.02]  # no attention tower: one rate
+    (pool_opt,) = pool.configure_optimizers(TrainParams(optimizer="adam", lr=0.02, dense_lr=0.005, attention_lr=0.001))
+    assert [g["lr"] for g in pool_opt.param_groups] == [0.02, 0.005]  # the tables, the rest; no attention tower
+    tables = {id(m.weight) for m in pool.modules() if isinstance(m, torch.nn.Embedding | torch.nn.EmbeddingBag)}
+    assert {id(p) for p in pool_opt.param_groups[0]["params"]} == tables
+    assert not any(m.sparse for m in pool.modules() if isinstance(m, torch.nn.Embedding))  # adam: dense gradients
+    (pool_opt,) = pool.configure_optimizers(TrainParams(optimizer="adam", lr=0.02))
+    assert [g["lr"] for g in pool_opt.param_groups] == [0.02, 0.02]  # dense_lr 0 (the default): lr
 
 
 def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path):

@@ -184,6 +184,7 @@ class TrainParams:
     epochs: int = _range(1, default=30)
     batch_size: int = _range(2, default=1024)
     lr: float = _range(0.0, 10.0, default=0.02)
+    dense_lr: float = _range(0.0, 10.0, default=0.0)  # every other dense weight (linear layers, recency); 0 = lr
     attention_lr: float = _range(0.0, 10.0, default=0.001)  # the attention tower's own weights (its blocks)
     # adam: every weight moves every step; lazy_adam: an embedding row moves only in the batches
     # that use it (sparse gradients), so a step costs the batch, not the catalogue

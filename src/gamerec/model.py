@@ -382,21 +382,25 @@ class TwoTower(nn.Module):
         """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
 
         With dense gradients each step writes the whole item and token tables (100k items x 128:
-        most of a step's time at scale); sparse gradients touch only the rows a batch used. The
-        attention tower's own weights learn at `params.attention_lr`: the embedding tables'
-        rate (0.02) makes its Transformer blocks learn far slower than 0.001 (docs/user_tower.md).
+        most of a step's time at scale); sparse gradients touch only the rows a batch used. Three
+        kinds of weight learn at three rates: the tables at `lr` (0.02: a row moves only in the
+        batches that name it), the attention tower's own weights at `attention_lr` (its
+        Transformer blocks barely learn at 0.02), every other dense weight (the towers' linear
+        layers, price, recency weights) at `dense_lr` (0: `lr`, as the pool tower's defaults were
+        chosen; the attention tower prefers 0.001, docs/user_tower.md).
         """
         lazy = params.optimizer == "lazy_adam"
-        tables = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))] if lazy else []
-        for table in tables:
-            table.sparse = True
-        sparse, attention = {id(table.weight) for table in tables}, {id(p) for p in self.user_tower.own_parameters()}
-        dense = [p for p in self.parameters() if id(p) not in sparse]
-        groups = [{"params": [p for p in dense if id(p) not in attention], "lr": params.lr},
-                  {"params": [p for p in dense if id(p) in attention], "lr": params.attention_lr}]
+        embeddings = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+        for embedding in embeddings:
+            embedding.sparse = lazy
+        tables = [m.weight for m in embeddings]
+        kind = {id(p): "tables" for p in tables} | {id(p): "attention" for p in self.user_tower.own_parameters()}
+        rates = {"tables": params.lr, "dense": params.dense_lr or params.lr, "attention": params.attention_lr}
+        groups = [{"params": [p for p in self.parameters() if kind.get(id(p), "dense") == name], "lr": rate}
+                  for name, rate in rates.items() if not (lazy and name == "tables")]
         adam = torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr,
                                 weight_decay=0.0 if lazy else params.weight_decay)
-        return [torch.optim.SparseAdam([t.weight for t in tables], lr=params.lr), adam] if lazy else [adam]
+        return [torch.optim.SparseAdam(tables, lr=params.lr), adam] if lazy else [adam]
 
     def checkpoint(self) -> dict:
         """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""
