@@ -138,3 +138,25 @@ def test_scaling_benchmark_prints_each_process_count(workdir):
     assert [(r["sampler"], r["processes"]) for r in rows] == [("in_batch", 1), ("in_batch", 2)]
     assert all(r["wall_seconds"] > 0 for r in rows)
     assert abs(rows[0]["val_recall@k"] - rows[1]["val_recall@k"]) <= VAL_RECALL_TOLERANCE
+
+
+def test_a_stop_signal_landing_in_a_finalizer_still_stops_the_worker_without_a_traceback(monkeypatch):
+    import signal
+    import time
+
+    from gamerec.distributed import stoppable
+
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", dropped.append)  # where Python sends an exception raised in __del__
+
+    class Bar:
+        def __del__(self):
+            os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C while a progress bar is being finalised
+            time.sleep(0.05)  # the handler runs here, inside __del__
+
+    before = signal.getsignal(signal.SIGINT)
+    with pytest.raises(KeyboardInterrupt), stoppable(Dist(world=2)):
+        Bar()  # finalised at once
+        time.sleep(2.0)  # the worker goes on; the stop must still come
+    assert dropped == []
+    assert signal.getsignal(signal.SIGINT) is before and signal.getitimer(signal.ITIMER_REAL) == (0.0, 0.0)

@@ -175,9 +175,10 @@ def stoppable(dist: Dist) -> Iterator[None]:
 
     torchrun stops workers with the signal it got (SIGINT for Ctrl-C, else SIGTERM), one after
     another, so a worker waiting in a collective can see its peer's socket close before its
-    own signal is handled, as a RuntimeError. The signals are noted as they arrive (the
-    KeyboardInterrupt they raise can be swallowed, by an object's `__del__` for one, seen
-    here under load); a RuntimeError with a stop signal before it or within a moment after
+    own signal is handled, as a RuntimeError. The signals are noted as they arrive; one that
+    lands in an object's `__del__`, where an exception is printed and dropped (a progress
+    bar's, at the end of an epoch, where a test's Ctrl-C lands), raises a moment later
+    instead; a RuntimeError with a stop signal before it or within a moment after
     it is a stop, not a failure; without one it is raised as it was.
     """
     if dist.world == 1:
@@ -187,9 +188,12 @@ def stoppable(dist: Dist) -> Iterator[None]:
 
     def stop(signum, frame):
         received.append(signum)
+        if _in_finalizer(frame):  # raised there, it would be printed ("Exception ignored ... Traceback") and dropped
+            signal.setitimer(signal.ITIMER_REAL, 0.01)  # so it is raised a moment later, by SIGALRM, where the worker is then
+            return
         raise KeyboardInterrupt
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM)}
     try:
         yield
     except RuntimeError:
@@ -199,8 +203,18 @@ def stoppable(dist: Dist) -> Iterator[None]:
             raise KeyboardInterrupt from None
         raise
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+def _in_finalizer(frame) -> bool:
+    """Whether `frame` runs inside an object's `__del__` (a progress bar's, as an epoch ends)."""
+    while frame is not None:
+        if frame.f_code.co_name == "__del__":
+            return True
+        frame = frame.f_back
+    return False
 
 
 def exit_worker(main: Callable[[], None]) -> None:
