@@ -374,9 +374,13 @@ class TwoTower(nn.Module):
         u, i = self(users, items, positives)
         return (u * i).sum(-1) * self.logit_scale()
 
+    def _tables(self) -> list[nn.Embedding | nn.EmbeddingBag]:
+        """The embedding tables: ids, brands, tokens (whatever the towers hold)."""
+        return [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+
     def sparse_tables(self) -> list[nn.Parameter]:
         """The weights of the embedding tables that get sparse gradients (set by `configure_optimizers`)."""
-        return [m.weight for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag)) and m.sparse]
+        return [m.weight for m in self._tables() if m.sparse]
 
     def configure_optimizers(self, params: TrainParams) -> list[torch.optim.Optimizer]:
         """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
@@ -390,7 +394,7 @@ class TwoTower(nn.Module):
         chosen; the attention tower prefers 0.001, docs/user_tower.md).
         """
         lazy = params.optimizer == "lazy_adam"
-        embeddings = [m for m in self.modules() if isinstance(m, (nn.Embedding, nn.EmbeddingBag))]
+        embeddings = self._tables()
         for embedding in embeddings:
             embedding.sparse = lazy
         tables = [m.weight for m in embeddings]
