@@ -197,7 +197,7 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     test, val = data.test, data.val
     test_emb = embed_users(test.holdout.users, test.known)
     val_emb = embed_users(val.holdout.users, val.known)
-    depth = max([*params.k, params.curve_max_k, COVERAGE_K])
+    depth = COVERAGE_K  # the top lists feed coverage and popularity; recall and ndcg at any k come from the ranks
     start = time.perf_counter()
     ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}",
                               params.precision, device)

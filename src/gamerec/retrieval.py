@@ -67,15 +67,19 @@ def masked_score_chunks(
 
     `exclude` is a CSR whose row r lists the items to hide from user_emb row r; column 0
     (the unknown item) is always hidden. `progress_desc` shows a progress bar of the chunks.
+    Every chunk is written into one buffer: a chunk's scores are valid until the next is yielded.
     """
     exclude = Csr(*exclude)
-    step = chunk_rows(len(item_emb), memory_mb)
+    step = min(chunk_rows(len(item_emb), memory_mb), max(len(user_emb), 1))
     starts = range(0, len(user_emb), step)
     dtype = PRECISIONS[precision]
     fast_items = item_emb.to(device=device, dtype=dtype)  # converted once, not per chunk
+    # one buffer for every chunk: a fresh 500 MB result per chunk is paged in (and zeroed by
+    # the OS) each time, which cost as much as a third of the matrix product itself
+    buffer = torch.empty(step, len(item_emb), dtype=dtype, device=device)
     for start in progress.bar(starts, show=progress_desc is not None, desc=progress_desc, unit="chunk"):
         rows = slice(start, min(start + step, len(user_emb)))
-        scores = user_emb[rows].to(device=device, dtype=dtype) @ fast_items.T
+        scores = torch.mm(user_emb[rows].to(device=device, dtype=dtype), fast_items.T, out=buffer[: rows.stop - start])
         scores[:, 0] = float("-inf")
         owner, items = exclude.gather(torch.arange(rows.start, rows.stop))
         scores[owner.to(scores.device), items.to(scores.device)] = float("-inf")
@@ -189,8 +193,16 @@ class _Exact:
         """
         mine = fast.gather(1, targets).float()
         reach = self.slack(rows, targets) + self.slack(rows)  # how far apart two fast scores may be and still tie
-        above = torch.sum(fast > mine + reach, 1, dtype=torch.int32)
-        band_rows, band_items = torch.nonzero((fast >= mine - reach) & (fast <= mine + reach), as_tuple=True)
+        high, low = mine + reach, mine - reach
+        above = torch.sum(fast > high, 1, dtype=torch.int32)
+        # the band's positions only in rows where it holds more than the target: listing
+        # positions costs several plain counts, and most rows' bands are the target alone
+        crowded = torch.nonzero(torch.sum(fast >= low, 1, dtype=torch.int32) - above > 1)[:, 0]
+        if not len(crowded):
+            return above
+        some = fast[crowded]  # low and high are [rows, 1] (cosine) or [rows, items]: a row each either way
+        band_at, band_items = torch.nonzero((some >= low[crowded]) & (some <= high[crowded]), as_tuple=True)
+        band_rows = crowded[band_at]
         target = targets[band_rows, 0]
         band_rows, band_items, target = band_rows[band_items != target], band_items[band_items != target], \
             target[band_items != target]
