@@ -47,6 +47,10 @@ SAMPLERS = ("out_batch", "also_view", "in_batch")  # in_batch last: evaluate ran
 SIZES = {  # synthetic params; the rest of params.yaml stays as the repository has it
     "tiny": {"users": 300, "items": 150, "interactions": 3_000},  # for the tests
     "small": {},  # params.yaml's own: 4000 users, 1200 items, 60k reviews
+    # the growth sweep (bench/growth.py): the 5m data's shape (5 reviews per user, 50 per item) at 1/10 to 1x
+    "0.5m": {"users": 100_000, "items": 10_000, "interactions": 500_000},
+    "1m": {"users": 200_000, "items": 20_000, "interactions": 1_000_000},
+    "2m": {"users": 400_000, "items": 40_000, "interactions": 2_000_000},
     "5m": {"users": 1_000_000, "items": 100_000, "interactions": 5_000_000},
 }
 
@@ -114,10 +118,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", choices=list(SIZES), default="small")
     parser.add_argument("--workdir", type=Path, help="scratch folder (default: a temporary one, removed after)")
-    parser.add_argument("--naive-batches", type=int, default=30, help="timed batches of the per-row loop per sampler")
+    parser.add_argument("--naive-batches", type=int, default=30,
+                        help="timed batches of the per-row loop per sampler (0: no per-row loop)")
+    parser.add_argument("--train", nargs="+", choices=SAMPLERS, default=list(SAMPLERS),
+                        help="samplers trained, one epoch each (in_batch among them: evaluate ranks its model)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="train, evaluate and export on this device (cuda: the GPU check, rates against its matmul)")
     args = parser.parse_args()
+    if "in_batch" not in args.train:
+        parser.error("--train: in_batch is the model evaluate and export use; list it")
+    args.train = [s for s in SAMPLERS if s in args.train]  # in_batch last, whatever order was given
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"gamerec-bench-{args.size}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
@@ -154,13 +164,10 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
     copy = machine.copy_gbps()
 
     batch_size = bench.params["train"]["batch_size"]
-    for s in SAMPLERS:
+    for s in args.train:
         bench.params["sampler"] = s
         bench.write_params()
         step = steps[f"train@{s}"] = bench.stage(f"train@{s}")
-        naive = bench.run(f"per_row@{s}", str(REPO / "bench" / "naive.py"), "--workdir", ".",
-                          "--sampler", s, "--batches", str(args.naive_batches))
-        naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))
         ours = bench.figures("train", sampler=s)["positives_per_second"]
         ex = examples[s]
         loss = bench.params["train"]["loss"]
@@ -170,13 +177,19 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
         step.update({
             "examples": ex["examples"],
             "positives_per_second": round(ours, 1),
-            "per_row_positives_per_second": round(naive["positives_per_second"], 1),
-            "speedup_vs_per_row": round(ours / naive["positives_per_second"], 1),
             "flops_per_positive": round(flops),
             "gflops": round(ours * flops / 1e9, 1),
             "fraction_of_matmul": _fraction(ours * flops / 1e9, matmul),
-            "per_row_reference": naive,
         })
+        if args.naive_batches:
+            naive = bench.run(f"per_row@{s}", str(REPO / "bench" / "naive.py"), "--workdir", ".",
+                              "--sampler", s, "--batches", str(args.naive_batches))
+            naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))
+            step.update({
+                "per_row_positives_per_second": round(naive["positives_per_second"], 1),
+                "speedup_vs_per_row": round(ours / naive["positives_per_second"], 1),
+                "per_row_reference": naive,
+            })
 
     steps["evaluate"] = bench.stage("evaluate")
     ranked = bench.figures("evaluate")

@@ -21,10 +21,14 @@ def step_table(reports: list[dict]) -> str:
              "evaluate": ("users_ranked_per_second", "users ranked/s"), "export": ("items_per_second", "items/s")}
     head = "| step | " + " | ".join(f"{r['size']}: s | {r['size']}: rate | {r['size']}: peak GiB" for r in reports) + " |"
     lines = [head, "|---" * (1 + 3 * len(reports)) + "|"]
-    for name in reports[0]["steps"]:
+    names = list(dict.fromkeys(name for r in reports for name in r["steps"]))  # every report's steps, in order
+    for name in names:
         cells = []
         for r in reports:
-            step = r["steps"][name]
+            step = r["steps"].get(name)
+            if step is None:  # a step this run skipped (bench/run.py --train)
+                cells += ["", "", ""]
+                continue
             key, unit = rates.get(name, ("positives_per_second", "positives/s") if name.startswith("train")
                                   else ("examples_per_second", "examples/s"))
             cells += [_fmt(step["seconds"], 1), f"{_fmt(step.get(key))} {unit}", _fmt(step["peak_rss_gib"], 2)]
@@ -42,9 +46,11 @@ def train_table(reports: list[dict]) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for r in reports:
         for s in SAMPLERS:
-            t = r["steps"][f"train@{s}"]
+            t = r["steps"].get(f"train@{s}")
+            if t is None:  # not trained in this run (bench/run.py --train)
+                continue
             lines.append(f"| {r['size']} | {s} | {_fmt(t['positives_per_second'])} | "
-                         f"{_fmt(t['per_row_positives_per_second'])} | **{_fmt(t['speedup_vs_per_row'], 1)}x** | "
+                         f"{_fmt(t.get('per_row_positives_per_second'))} | **{_fmt(t.get('speedup_vs_per_row'), 1)}x** | "
                          f"{t['flops_per_positive'] / 1e6:.2f} M | {_fmt(t['gflops'], 1)} | {_fmt(t['fraction_of_matmul'], 2)} |")
     return "\n".join(lines)
 

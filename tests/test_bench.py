@@ -17,6 +17,7 @@ from gamerec.training import Examples, batch_loss, loss_for
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+import growth  # noqa: E402
 import naive  # noqa: E402
 
 
@@ -75,3 +76,43 @@ def test_bench_reports_every_step(tmp_path):
     table = subprocess.run([sys.executable, str(BENCH / "table.py"), str(tmp_path / "tiny.json")],
                            capture_output=True, text=True, check=True).stdout
     assert "| train@in_batch | " in table and "| tiny | out_batch | " in table
+
+
+def _report(size: str, scale: float) -> dict:
+    """A bench/run.py report whose every step takes 2 s per 1k interactions and whose ranking is users x items."""
+    n, users, items = 1000 * scale, 100 * scale, 10 * scale
+    steps = {name: {"seconds": 2 * scale, "peak_rss_gib": 0.5 * scale**0.5} for name in growth.PIPELINE}
+    steps["evaluate"].update(ranking_seconds=1e-3 * users * items, users_ranked=users, catalogue_items=items)
+    return {"size": size, "data": {"interactions": n, "users": users, "items": items}, "steps": steps,
+            "pipeline_seconds": 2 * scale * len(growth.PIPELINE), "pipeline_peak_rss_gib": 0.5 * scale**0.5}
+
+
+def test_growth_fits_the_exponent_of_each_step_by_hand():
+    assert growth.exponent([1, 10, 100], [3, 3 * 10**1.5, 3 * 100**1.5]) == pytest.approx(1.5)
+    with pytest.raises(ValueError, match="two distinct sizes"):
+        growth.exponent([5, 5], [1, 2])
+    result = growth.growth([_report("4x", 4), _report("1x", 1), _report("2x", 2)])  # sorted by size
+    assert result["sizes"] == ["1x", "2x", "4x"]
+    for name in growth.PIPELINE:
+        assert result["steps"][name]["seconds_exponent"] == pytest.approx(1.0)
+        assert result["steps"][name]["peak_exponent"] == pytest.approx(0.5)
+    ranking = result["steps"]["ranking"]  # users and items both grow: quadratic in the data, linear in the work
+    assert ranking["seconds_exponent"] == pytest.approx(2.0) and ranking["exponent_in_users_x_items"] == pytest.approx(1.0)
+    assert result["steps"]["whole pipeline"]["seconds"] == [2 * len(growth.PIPELINE) * s for s in (1, 2, 4)]
+
+
+def test_growth_writes_its_table_plot_and_json_from_reports(tmp_path):
+    paths = []
+    for size, scale in (("1x", 1), ("3x", 3)):
+        paths.append(tmp_path / f"{size}.json")
+        paths[-1].write_text(json.dumps(_report(size, scale)))
+    out = subprocess.run([sys.executable, str(BENCH / "growth.py"), "--workdir", str(tmp_path / "g"), "--sizes",
+                          "--reports", *map(str, paths)], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "| train@in_batch | 2.0 / 0.50 | 6.0 / 0.87 | 1.00 | 0.50 |" in out.stdout
+    assert "| ranking | 1.0 | 9.0 | 2.00 (1.00 in users x items) |  |" in out.stdout
+    assert json.loads((tmp_path / "g" / "growth.json").read_text())["interactions"] == [1000, 3000]
+    assert (tmp_path / "g" / "growth.png").read_bytes()[:4] == b"\x89PNG"
+    one = subprocess.run([sys.executable, str(BENCH / "growth.py"), "--workdir", str(tmp_path / "g"), "--sizes",
+                          "--reports", str(paths[0])], capture_output=True, text=True)
+    assert one.returncode == 1 and "at least two sizes" in one.stderr and "Traceback" not in one.stderr
