@@ -23,9 +23,10 @@ from gamerec.csr import Csr
 from gamerec.metrics import ranking_metrics
 from gamerec.prepared import Holdout
 
-# Targets ranked at once: their score rows (16 x 100k floats) stay in cache while compared,
-# about 5x faster than comparing a whole chunk of scores.
-RANK_BLOCK = 16
+# Scores compared at once, as whole rows of targets: 16 rows of 100k items stay in cache while
+# compared, about 5x faster than comparing a whole chunk; on a smaller catalogue more rows fill
+# the same bytes (per block the Python and small-tensor work is about half a millisecond).
+RANK_BLOCK_SCORES = 16 * 100_000
 
 
 PRECISIONS = {"bfloat16": torch.bfloat16, "float32": torch.float32}
@@ -131,9 +132,9 @@ def rank_and_top_k(
             continue
         owner, items = Csr(*targets).gather(torch.arange(rows.start, rows.stop))
         owner, items = owner.to(scores.device), items.to(scores.device)
-        first = int(targets[0][rows.start])
-        for part in range(0, len(items), RANK_BLOCK):
-            o, t = owner[part : part + RANK_BLOCK], items[part : part + RANK_BLOCK, None]  # o: row in the chunk
+        first, block = int(targets[0][rows.start]), max(1, RANK_BLOCK_SCORES // scores.shape[1])
+        for part in range(0, len(items), block):
+            o, t = owner[part : part + block], items[part : part + block, None]  # o: row in the chunk
             # one target per row (leave-last-out): a view of the rows; else a copy, row per target
             consecutive = int(o[-1]) - int(o[0]) == len(o) - 1 and bool((o[1:] > o[:-1]).all())
             row_scores = scores[int(o[0]) : int(o[0]) + len(o)] if consecutive else scores[o]
