@@ -74,7 +74,8 @@ def masked_score_chunks(
     step = min(chunk_rows(len(item_emb), memory_mb), max(len(user_emb), 1))
     starts = range(0, len(user_emb), step)
     dtype = PRECISIONS[precision]
-    fast_items = item_emb.to(device=device, dtype=dtype)  # converted once, not per chunk
+    # converted once, not per chunk; detached: scores are never differentiated (and mm's out= refuses grad)
+    user_emb, fast_items = user_emb.detach(), item_emb.detach().to(device=device, dtype=dtype)
     # one buffer for every chunk: a fresh 500 MB result per chunk is paged in (and zeroed by
     # the OS) each time, which cost as much as a third of the matrix product itself
     buffer = torch.empty(step, len(item_emb), dtype=dtype, device=device)
