@@ -195,6 +195,16 @@ def test_attention_padding_changes_no_output():
     torch.testing.assert_close(padded[0, :3], short[0], atol=1e-6, rtol=1e-5)
 
 
+def test_rows_encoded_by_width_equal_the_padded_batch_at_every_used_token():
+    tower = attention_model(history=4).user_tower
+    tokens = torch.tensor([[-1, 3, 1, 5], [-1, 0, 0, 0], [2, 4, 0, 0], [-1, 3, 0, 0]])  # widths 4, 1, 2, 2
+    with torch.no_grad():
+        by_width, padded = tower.encode_by_width(tokens), tower.encode(tokens)
+    used = tokens != 0
+    torch.testing.assert_close(by_width[used], padded[used], atol=1e-6, rtol=1e-5)
+    assert not by_width[~used].any()
+
+
 def test_attention_windows_are_the_last_tokens_before_the_cut():
     tower = attention_model(history=3).user_tower
     known = Csr(torch.tensor([0, 0, 4, 5, 5]), torch.tensor([3, 1, 5, 2, 4]))  # user 1: 3, 1, 5, 2
@@ -216,6 +226,51 @@ def test_whole_sequence_training_gives_each_position_its_evaluation_embedding():
         whole = m.embed_users(users, sequences=sequences)
         one_by_one = m.embed_users(users, leave_out=positives)  # each cut before its positive
     torch.testing.assert_close(whole, one_by_one, atol=1e-6, rtol=1e-5)
+
+
+def test_a_long_user_s_chunks_overlap_by_half_so_every_positive_sees_half_a_window():
+    from gamerec.training import SequenceLayout
+
+    users, positives = torch.tensor([1] * 7 + [2, 2]), torch.tensor([11, 12, 13, 14, 15, 16, 17, 21, 22])
+    layout = SequenceLayout.of(users, positives, 4)  # stride 2: chunks start at tokens 0, 2, 4
+    assert layout.tokens.tolist() == [[-1, 11, 12, 13], [12, 13, 14, 15], [14, 15, 16, 0], [-1, 21, 0, 0]]
+    # positives 0-3 from chunk 0, 4-5 from chunk 1's last two tokens, 6 from chunk 2; user 2 from chunk 3
+    assert layout.chunk.tolist() == [0, 0, 0, 0, 1, 1, 2, 3, 3]
+    assert layout.column.tolist() == [0, 1, 2, 3, 2, 3, 2, 0, 1]
+    assert layout.width.tolist() == [4, 4, 3, 2] and layout.count.tolist() == [4, 2, 1, 2]
+    odd = SequenceLayout.of(users, positives, 5)  # stride 3: chunks at tokens 0 and 3
+    assert odd.tokens.tolist() == [[-1, 11, 12, 13, 14], [13, 14, 15, 16, 0], [-1, 21, 0, 0, 0]]
+    assert odd.column.tolist() == [0, 1, 2, 3, 4, 2, 3, 0, 1]
+
+
+def test_each_long_user_positive_is_the_output_after_the_items_of_its_chunk():
+    from gamerec.model import Sequences
+    from gamerec.training import SequenceLayout
+
+    m = attention_model(history=4)
+    users, positives = torch.tensor([1] * 7), torch.tensor([3, 1, 5, 2, 4, 1, 3])  # items 1-5
+    layout = SequenceLayout.of(users, positives, 4)
+    with torch.no_grad():
+        whole = m.embed_users(users, sequences=Sequences(layout.tokens, layout.chunk, layout.column))
+        prefixes = [m.user_tower.encode(layout.tokens[c : c + 1, : j + 1])[0, j]
+                    for c, j in zip(layout.chunk.tolist(), layout.column.tolist())]
+    torch.testing.assert_close(whole, torch.nn.functional.normalize(torch.stack(prefixes), dim=-1), atol=1e-6, rtol=1e-5)
+    # positive 5 sees items 1, 5, 2, 4: the window before it, as evaluation would give it
+    assert layout.tokens[layout.chunk[5], : layout.column[5] + 1].tolist() == [1, 5, 2, 4]
+
+
+def test_sequence_batches_hold_whole_chunks_in_a_random_order():
+    from gamerec.training import SequenceLayout
+
+    sizes = [1, 2, 9, 3, 1, 6, 2, 1, 4, 1] * 20  # users' train lengths, long and short mixed
+    users = torch.repeat_interleave(torch.arange(1, len(sizes) + 1), torch.tensor(sizes))
+    layout = SequenceLayout.of(users, torch.randint(1, 6, (len(users),)), 4)
+    batches = layout.batches(16, torch.Generator().manual_seed(0))
+    assert sorted(torch.cat(batches).tolist()) == list(range(len(users)))  # every positive once
+    chunks = [set(layout.chunk[b].tolist()) for b in batches]
+    assert all(a.isdisjoint(b) for i, a in enumerate(chunks) for b in chunks[i + 1 :])  # a chunk is never split
+    widths = [layout.width[sorted(c)] for c in chunks]
+    assert sum(len(set(w.tolist())) > 1 for w in widths) > len(batches) // 2  # widths mixed, not sorted into batches
 
 
 def test_attention_users_embed_alike_alone_or_in_passes_of_alike_length(monkeypatch):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from gamerec import losses
+from gamerec.csr import Csr
 from gamerec import model as models
 from gamerec.config import ModelParams, TrainParams
 from gamerec.distributed import Dist
@@ -119,6 +120,15 @@ def test_exact_softmax_is_the_full_catalogue_softmax():
     logits[:, 0] = float("-inf")
     want = torch.nn.functional.cross_entropy(logits, positives)
     assert run_loss("exact_softmax", user, items, batch_of(positives)) == pytest.approx(float(want), rel=1e-6)
+
+
+def test_catalogue_hits_are_the_users_other_items_and_item_0():
+    # user 1 has items 2, 3 (row label 3), user 2 has item 4 (label 4): row 0 loses columns 0 and 2 only
+    seen = Csr(torch.tensor([0, 0, 2, 3]), torch.tensor([2, 3, 4]))
+    logits = losses.mask_catalogue_hits(torch.zeros(2, 5), torch.tensor([3, 4]), torch.tensor([1, 2]), seen)
+    inf = float("-inf")
+    assert logits.tolist() == [[inf, 0.0, inf, 0.0, 0.0], [inf, 0.0, 0.0, 0.0, 0.0]]
+    assert losses.mask_catalogue_hits(torch.zeros(1, 3), torch.tensor([1]), torch.tensor([1])).tolist() == [[inf, 0.0, 0.0]]
 
 
 def test_the_bce_that_trains_is_the_weighted_mean_of_its_rows(prepared):

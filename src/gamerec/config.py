@@ -162,6 +162,7 @@ class ModelParams:
     layers: int = _range(1, 12, default=2)  # attention tower: self-attention blocks
     heads: int = _range(1, default=2)  # attention tower: heads per block (dim must divide by it)
     attention_dropout: float = _range(0.0, 0.9, default=0.2)  # attention tower: inside its blocks
+    input_dropout: float = _range(0.0, 0.9, default=0.0)  # attention tower: on its input tokens (SASRec's embedding dropout)
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:

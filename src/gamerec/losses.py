@@ -116,6 +116,21 @@ def mask_accidental_hits(logits: torch.Tensor, row_items: torch.Tensor, column_i
     return logits.masked_fill(hit, float("-inf"))
 
 
+def mask_catalogue_hits(logits: torch.Tensor, labels: torch.Tensor, row_users: torch.Tensor,
+                        seen: Csr | None = None) -> torch.Tensor:
+    """In place, -inf at column 0 (the unknown item) and (with `seen`) at every item the row's user has; labels kept.
+
+    The columns are the whole catalogue (column = item id), so the users' items are written
+    straight into their rows: the cost is the users' items, not rows x catalogue.
+    """
+    logits[:, 0] = float("-inf")
+    if seen is not None:
+        owner, items = seen.gather(row_users)
+        other = items != labels[owner]
+        logits[owner[other], items[other]] = float("-inf")
+    return logits
+
+
 def with_extra_negatives(logits: torch.Tensor, user_emb: torch.Tensor, extra_emb: torch.Tensor,
                          row_items: torch.Tensor, extra_items: torch.Tensor, scale: float,
                          log_q: float | torch.Tensor) -> torch.Tensor:
@@ -256,9 +271,9 @@ class ExactSoftmax:
         catalogue = torch.arange(setup.num_items, device=batch.positives.device)
         without_own = replace(batch, negatives=batch.negatives[:, :0])  # every item is a negative already
         user_emb, _, _, item_emb = embedded(model, without_own, catalogue)  # the catalogue as the "extras"
-        logits = batch_logits(user_emb, item_emb, setup.scale)
-        logits[:, 0] = float("-inf")  # the unknown item
-        logits = mask_accidental_hits(logits, batch.positives, catalogue, batch.positives, batch.users, setup.seen)
+        # the scale on the [b, d] side: the [b, items] logits are the step's largest tensor
+        logits = batch_logits(user_emb * setup.scale, item_emb, 1.0)
+        logits = mask_catalogue_hits(logits, batch.positives, batch.users, setup.seen)
         return cross_entropy(logits, batch.positives, batch, dist)
 
 

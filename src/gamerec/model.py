@@ -254,6 +254,7 @@ class AttentionTower(_DataShapedBuffers):
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(arch.dim)
         self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
+        self.input_dropout = nn.Dropout(arch.input_dropout)  # whole input tokens' features: a short history's strongest regulariser
         history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
         self.register_buffer("history_indptr", history.indptr)
         self.register_buffer("history_indices", history.indices)
@@ -269,15 +270,45 @@ class AttentionTower(_DataShapedBuffers):
 
     def encode(self, tokens: torch.Tensor) -> torch.Tensor:
         """[n, T, dim] outputs of token sequences [n, T] (START, items, 0 padding at the end)."""
+        return self.attend(self.embed_tokens(tokens), tokens)
+
+    def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
+        """[n, T, dim] the blocks' inputs: item embeddings (START's own), plus positions, input dropout."""
         # each distinct item through the item tower once (a window names popular items many times);
         # index_select's backward adds rows in a fixed order (see TwoTower.embed_items)
         distinct, where = torch.unique(tokens.clamp(min=0), return_inverse=True)
         x = self.item_tower(distinct).index_select(0, where.reshape(-1)).reshape(*tokens.shape, -1)
         x = torch.where((tokens == START)[..., None], self.start, x) + self.position[: tokens.shape[1]]
+        return self.input_dropout(x)
+
+    def attend(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        """The causal blocks over inputs `x` of `tokens` (padding 0 masked), then the output layer."""
         steps = tokens.shape[1]
         later = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), 1)
         x = self.blocks(x, mask=later, src_key_padding_mask=tokens == 0, is_causal=True)
         return self.mlp(self.norm(x))
+
+    # passes per doubling of width in `encode_by_width` (a pass pads its rows by under 42%); measured on
+    # the real data's epoch: one pass at full width 33 s, 1 step 21.3 s, 2 steps 21.1 s, 3 steps 25.9 s
+    WIDTH_STEPS = 2
+
+    def encode_by_width(self, tokens: torch.Tensor) -> torch.Tensor:
+        """`encode`'s outputs (zeros past each row's end), rows of alike width through the blocks together.
+
+        A row's width is its tokens before the padding; a pass is cut to its widest row, so a
+        batch of short and long chunks costs about its tokens, not rows x the longest. The
+        item tower runs once for the whole batch.
+        """
+        x = self.embed_tokens(tokens)
+        width = (tokens != 0).sum(1)
+        bucket = torch.floor(torch.log2(width.clamp(min=1).double()) * self.WIDTH_STEPS)
+        order = torch.argsort(bucket, stable=True)
+        out = torch.zeros_like(x)
+        _, counts = torch.unique_consecutive(bucket[order], return_counts=True)
+        for rows in torch.split(order, counts.tolist()):
+            w = int(width[rows].max())
+            out[rows, :w] = self.attend(x[rows, :w], tokens[rows, :w])
+        return out
 
     def windows(self, users: torch.Tensor, history: Csr, cut_at: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Each user's last `history` tokens of `[START, their items...]` (before `cut_at[n]`, when given), and the last one's column."""
@@ -300,7 +331,7 @@ class AttentionTower(_DataShapedBuffers):
     def forward(self, users: torch.Tensor, leave_out: torch.Tensor | None = None, history: Csr | None = None,
                 sequences: Sequences | None = None) -> torch.Tensor:
         if sequences is not None:
-            return self.encode(sequences.tokens)[sequences.chunk, sequences.column]
+            return self.encode_by_width(sequences.tokens)[sequences.chunk, sequences.column]
         known = Csr(self.history_indptr, self.history_indices) if history is None else history.torch()
         tokens, last = self.windows(users, known, leave_out)
         # most users are short: rows of alike length go through together, cut to their own longest
