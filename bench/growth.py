@@ -28,10 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from run import PIPELINE  # noqa: E402  (bench/ is a folder of scripts; what `dvc repro` runs)
+
 HERE = Path(__file__).resolve().parent
 SIZES = ("0.5m", "1m", "2m", "5m")
-PIPELINE = ("synthesize", "prepare", *(f"sample_negatives@{s}" for s in ("out_batch", "also_view", "in_batch")),
-            "train@in_batch", "evaluate", "export")  # what `dvc repro` runs: bench/run.py's pipeline_seconds
 
 
 def exponent(xs: list[float], ys: list[float]) -> float:

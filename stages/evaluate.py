@@ -63,8 +63,8 @@ def main() -> None:
                            for name, r in reports.items()}
     with atomic_path(where.ranks) as tmp:
         write_ranks(tmp, data.test.holdout, {name: r.ranks for name, r in reports.items()})
-    ablation = feature_ablation(model, data, k, params.memory_mb, params.precision)
-    write_json(where.ablation_report, {f"val_recall@{k}": _rounded(ablation)})
+    write_json(where.ablation_report, feature_ablation(model, data, k, params.memory_mb, params.precision,
+                                                       params.ablation_users, params.bootstrap.samples, params.bootstrap.seed))
     with atomic_path(where.plots) as tmp:
         write_plots(reports, tmp)
     write_json(where.eval_report, report)

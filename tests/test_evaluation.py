@@ -105,15 +105,22 @@ def test_a_memory_cap_that_forces_chunking_changes_nothing(data):
 def test_feature_ablation_zeroes_one_feature_at_a_time(prepared, data):
     from gamerec import model as models
     from gamerec.config import ModelParams
-    from gamerec.evaluation import feature_ablation
+    from gamerec.evaluation import feature_ablation, model_scorer, validation_recall
 
     arch = ModelParams(dim=8, hidden=[64], dropout=0.1, history=0, user_id=True, causal=False)
     model = models.build(prepared, arch, seed=0).eval()
     result = feature_ablation(model, data, 10, 64)
-    assert list(result) == ["none", "id", "brand", "price", "description"]
-    assert all(0 <= v <= 1 for v in result.values())
+    recall = result["val_recall@10"]
+    assert list(recall) == ["none", "id", "brand", "price", "description"]
+    assert result["users"] == len(data.val_ranked.users)  # 0: every ranked validation user
+    assert recall["none"] == pytest.approx(validation_recall(model_scorer(model), data, 10, 64), abs=1e-6)
+    for name in ("id", "brand", "price", "description"):  # the change against none: mean, then its interval
+        mean, low, high = result["change"][name]
+        assert mean == pytest.approx(recall[name] - recall["none"], abs=2e-6) and low <= mean <= high
     items = torch.arange(model.config.num_items)
     assert not torch.equal(model.embed_items(items, ("id",)), model.embed_items(items))
+    sampled = feature_ablation(model, data, 10, 64, users=50)
+    assert sampled["users"] == 50 and sampled != result
 
 
 def test_each_split_knows_what_came_before_it_in_time_order(data, interactions):

@@ -1,4 +1,6 @@
-"""The tuning grid and how its results are read from `dvc exp show --json`."""
+"""The tuning grid, how its results are read from `dvc exp show --json`, and the queue's workers."""
+
+import subprocess
 
 from gamerec import experiments, tuning
 
@@ -38,3 +40,27 @@ def test_queue_names_each_point_and_runs_the_target_or_every_stage(monkeypatch):
     calls.clear()
     tuning.queue("final", [{}], {"sampler": "mined"}, None)  # no target: every stage, evaluate included
     assert calls == [("exp", "run", "--queue", "-n", "final-1", "-S", "sampler=mined")]
+
+
+STATUS = """Task     Name    Created    Status
+94dc0d8  t-1     03:47 AM   Running
+eddb792  t-2     03:47 AM   Queued
+
+Worker status: 1 active, 1 idle
+"""
+
+
+def test_idle_workers_count_as_workers(monkeypatch):
+    monkeypatch.setattr(experiments, "run_dvc", lambda *a, **kw: subprocess.CompletedProcess(a, 0, STATUS, ""))
+    assert experiments.queue_status() == ([("t-1", "Running"), ("t-2", "Queued")], 2)
+
+
+def test_tune_starts_only_the_workers_missing_for_its_jobs(monkeypatch):
+    # one worker left from an earlier run: two jobs start one more, and none while two exist
+    states = iter([([("t-1", "Queued")], 1), ([("t-1", "Running"), ("t-2", "Queued")], 2), ([("t-1", "Success")], 0)])
+    started = []
+    monkeypatch.setattr(tuning, "queue_status", lambda: next(states))
+    monkeypatch.setattr(experiments, "start_workers", started.append)
+    monkeypatch.setattr(tuning, "POLL_SECONDS", 0)
+    assert tuning.run_queue(jobs=2, budget_minutes=1) is True
+    assert started == [1]

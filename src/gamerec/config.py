@@ -262,7 +262,8 @@ class EvaluateParams:
     # the ranking's scores: bfloat16 is faster; ranks and metrics are exact and the same either way
     precision: Literal["bfloat16", "float32"] = "float32"
     device: Literal["auto", "cpu", "cuda"] = "auto"  # the model's embeddings and the ranking; auto: CUDA if PyTorch sees one
-    val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS and for the ablation (0 = all)
+    val_users: int = _range(0, default=50_000)  # validation users ranked to tune ALS (0 = all)
+    ablation_users: int = _range(0, default=10_000)  # of those, ranked once per zeroed feature (0 = all of them)
     als: AlsParams = field(default_factory=AlsParams)
     bootstrap: BootstrapParams = field(default_factory=BootstrapParams)
 

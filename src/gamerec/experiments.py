@@ -42,16 +42,17 @@ def experiments(shown: list) -> list[dict]:
     return [rev for base in shown for rev in revisions(base.get("experiments") or [])]
 
 
-def start_workers(jobs: int) -> None:
-    """Up to `jobs` queue workers. Detached: a worker keeps any pipe it inherits open until it exits."""
-    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(jobs)],
+def start_workers(count: int) -> None:
+    """Start `count` more queue workers. Detached: a worker keeps any pipe it inherits open until it exits."""
+    subprocess.run([sys.executable, "-m", "dvc", "queue", "start", "-j", str(count)],
                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
 
 
 def queue_status() -> tuple[list[tuple[str, str]], int]:
-    """(name, status) of every queue task, and the number of active workers."""
+    """(name, status) of every queue task, and the number of queue workers, active or idle."""
     lines = run_dvc("queue", "status", check=False).stdout.splitlines()
     tasks = [(words[1], words[-1]) for words in map(str.split, lines[1:]) if len(words) >= 4 and words[0] != "Worker"]
+    # "Worker status: 1 active, 1 idle": an idle worker takes the next queued task, so it counts
     workers = [line for line in lines if line.startswith("Worker status:")]
-    active = int(workers[0].split(":")[1].split()[0]) if workers else 0
-    return tasks, active
+    counts = [int(part.split()[0]) for part in workers[0].split(":")[1].split(",")] if workers else []
+    return tasks, sum(counts)

@@ -18,6 +18,12 @@ def _per_user(owner: torch.Tensor, n_users: int, weights: torch.Tensor | None = 
     return torch.bincount(owner, weights=None if weights is None else weights.double(), minlength=n_users).double()
 
 
+def per_user_recall(ranks: torch.Tensor, owner: torch.Tensor, n_users: int, k: int) -> torch.Tensor:
+    """[n_users] each user's share of held-out items ranked in the top k (0 for a user without any)."""
+    count = _per_user(owner, n_users)
+    return _per_user(owner, n_users, (ranks <= k).double()) / count.clamp(min=1)
+
+
 def ranking_metrics(ranks: torch.Tensor, owner: torch.Tensor, n_users: int, ks: list[int]) -> dict[str, float]:
     """recall@K, ndcg@K, hit_rate@K for each K, and mrr, averaged over users with held-out items.
 

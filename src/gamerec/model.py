@@ -254,7 +254,7 @@ class AttentionTower(_DataShapedBuffers):
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(arch.dim)
         self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
-        self.input_dropout = nn.Dropout(arch.input_dropout)  # whole input tokens' features: a short history's strongest regulariser
+        self.input_dropout = nn.Dropout(arch.input_dropout)  # SASRec drops out its input embeddings too
         history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
         self.register_buffer("history_indptr", history.indptr)
         self.register_buffer("history_indices", history.indices)

@@ -41,7 +41,9 @@ def queue(name: str, grid_points: list[dict[str, str]], fixed: dict[str, str], t
 
 def run_queue(jobs: int, budget_minutes: float) -> bool:
     """Start the queue's workers and wait; past the budget, kill what runs and drop what waits. Whether it all ran."""
-    experiments.start_workers(jobs)
+    _, workers = queue_status()
+    if workers < jobs:  # workers left from an earlier run count: at most `jobs` experiments at once
+        experiments.start_workers(jobs - workers)
     deadline = time.monotonic() + budget_minutes * 60
     while True:
         statuses, workers = queue_status()
@@ -54,7 +56,7 @@ def run_queue(jobs: int, budget_minutes: float) -> bool:
             run_dvc("queue", "kill", *running, check=False)
             return False
         if queued and workers < jobs:  # seen here: a worker gone with tasks still queued
-            experiments.start_workers(jobs)
+            experiments.start_workers(jobs - workers)
         time.sleep(POLL_SECONDS)
 
 
