@@ -119,17 +119,15 @@ def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], params: config.T
 def measure(model: TwoTower, loader: DataLoader, params: config.TrainParams, loss_name: str, batches: int,
             warmup: int, seen: Csr | None = None) -> dict:
     """Train `warmup` + `batches` batches; the steady-state rate counts the last `batches`."""
-    opts = model.configure_optimizers(params)
+    opt = model.configure_optimizers(params)
     model.train()
     seconds, positives, done = 0.0, 0, 0
     start = time.perf_counter()
     for batch in loader:  # loading counts: it is the point of the comparison
         loss = naive_loss(model, batch, params, loss_name, seen)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
-        for opt in opts:
-            opt.step()
+        opt.step()
         done += 1
         now = time.perf_counter()
         if done > warmup:

@@ -238,16 +238,14 @@ def _two_steps(prepared, optimizer):
     items = lambda g: torch.cat([ex.positives[g : g + 1], ex.negatives[g]])
     first = 0
     second = next(g for g in range(1, len(ex)) if not set(items(g).tolist()) & set(items(first).tolist()))
-    opts = model.configure_optimizers(params)
+    opt = model.configure_optimizers(params)
     objective = loss_for(ex, model, params, torch.Generator())
     tables = [model.item_tower.item.weight.detach().clone()]
     for group in (first, second):
         loss = batch_loss(model, objective, ex, torch.tensor([group]))
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         loss.backward()
-        for opt in opts:
-            opt.step()
+        opt.step()
         tables.append(model.item_tower.item.weight.detach().clone())
     return items(first), items(second), tables
 

@@ -5,7 +5,7 @@ retrieval example), so one model serves the BCE of out_batch/also_view and the b
 of in_batch. Item features (brand, price, description tokens) are stored in the item tower
 as buffers, so a checkpoint alone can embed any catalogue item. The architecture is the
 `model` params group (`config.ModelParams`, its only defaults); the model also owns its
-optimisers and its FLOP count.
+optimiser (`optim.Adam`) and its FLOP count.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from gamerec import config
 from gamerec.config import ModelParams, TrainParams
 from gamerec.csr import Csr
 from gamerec.errors import GamerecError
+from gamerec.optim import Adam
 from gamerec.prepared import ItemFeatures, Prepared
 
 
@@ -413,8 +414,8 @@ class TwoTower(nn.Module):
         """The weights of the embedding tables that get sparse gradients (set by `configure_optimizers`)."""
         return [m.weight for m in self._tables() if m.sparse]
 
-    def configure_optimizers(self, params: TrainParams) -> list[torch.optim.Optimizer]:
-        """Adam over every weight, or (lazy_adam) SparseAdam over the embedding tables beside Adam.
+    def configure_optimizers(self, params: TrainParams) -> Adam:
+        """Adam over three groups of weights, each at its own rate; lazy_adam: sparse embedding tables.
 
         With dense gradients each step writes the whole item and token tables (100k items x 128:
         most of a step's time at scale); sparse gradients touch only the rows a batch used. Three
@@ -428,14 +429,11 @@ class TwoTower(nn.Module):
         embeddings = self._tables()
         for embedding in embeddings:
             embedding.sparse = lazy
-        tables = [m.weight for m in embeddings]
-        kind = {id(p): "tables" for p in tables} | {id(p): "attention" for p in self.user_tower.own_parameters()}
+        kind = {id(m.weight): "tables" for m in embeddings} | {id(p): "attention" for p in self.user_tower.own_parameters()}
         rates = {"tables": params.lr, "dense": params.dense_lr or params.lr, "attention": params.attention_lr}
-        groups = [{"params": [p for p in self.parameters() if kind.get(id(p), "dense") == name], "lr": rate}
-                  for name, rate in rates.items() if not (lazy and name == "tables")]
-        adam = torch.optim.Adam([g for g in groups if g["params"]], lr=params.lr,
-                                weight_decay=0.0 if lazy else params.weight_decay)
-        return [torch.optim.SparseAdam(tables, lr=params.lr), adam] if lazy else [adam]
+        groups = [{"name": name, "params": [p for p in self.parameters() if kind.get(id(p), "dense") == name], "lr": rate}
+                  for name, rate in rates.items()]
+        return Adam([g for g in groups if g["params"]], lr=params.lr, weight_decay=0.0 if lazy else params.weight_decay)
 
     def checkpoint(self) -> dict:
         """A `torch.load(weights_only=True)`-safe dict: config plus weights and feature buffers."""

@@ -24,6 +24,7 @@ from gamerec.errors import GamerecError
 from gamerec.csr import Csr
 from gamerec.io import atomic_path
 from gamerec.model import START, Sequences, TwoTower
+from gamerec.optim import Adam
 from gamerec.prepared import Holdout
 from gamerec.retrieval import holdout_recall
 
@@ -243,7 +244,8 @@ def _load_state(resume: Resume) -> dict | None:
     if not resume.path.is_file():
         return None
     state = torch.load(resume.path, weights_only=True)
-    return state if state.get("fingerprint") == resume.fingerprint else None
+    known = state.get("fingerprint") == resume.fingerprint and "optimizer" in state  # not: an older gamerec's state
+    return state if known else None
 
 
 @dataclass
@@ -310,9 +312,9 @@ def fit(
     dist = dist or Dist()
     if len(ex) == 0:
         raise GamerecError("train: the sampler wrote no examples; check data/negatives and prepare")
-    generator, opts, loss = _setup(model, ex, params, dist)
+    generator, opt, loss = _setup(model, ex, params, dist)
     start, clock = time.perf_counter(), _Clock()
-    best, waited, first_epoch = _restored(resume, model, opts, generator, dist, on_epoch, ex)
+    best, waited, first_epoch = _restored(resume, model, opt, generator, dist, on_epoch, ex)
     sparse = model.sparse_tables()
     net = dist.wrap(model, sparse)
     model.train()
@@ -325,7 +327,7 @@ def fit(
         cores.rebalance()  # a stage that started or ended beside this one changes our share
         if ex.mining and mining.due(ex.mining, epoch):
             ex.negatives, ex.neg_log_q = mining.mine(model, ex, ex.mining, generator, params.eval_memory_mb), None
-        total = _epoch(net, loss, ex, opts, sparse, params.batch_size, generator, dist, clock, progress,
+        total = _epoch(net, loss, ex, opt, sparse, params.batch_size, generator, dist, clock, progress,
                        model.sequence_length())
         recall = dist.from_main(validation_recall(model, val, params.k, params.eval_memory_mb, params.eval_precision)
                                 if dist.is_main else 0.0)
@@ -336,7 +338,7 @@ def fit(
             on_epoch(row)
         waited = 0 if best.keep(model, epoch, recall) else waited + 1
         if resume:
-            _save_state(resume, model, opts, generator, dist, best, epoch, waited, ex)
+            _save_state(resume, model, opt, generator, dist, best, epoch, waited, ex)
     bar.close()
     model.to("cpu")
     best.seconds = time.perf_counter() - start
@@ -345,15 +347,15 @@ def fit(
 
 
 def _setup(model: TwoTower, ex: Examples, params: TrainParams, dist: Dist):
-    """Seeds, the model on its device, its optimisers and the loss: (generator, optimisers, loss)."""
+    """Seeds, the model on its device, its optimiser and the loss: (generator, optimiser, loss)."""
     torch.manual_seed(params.seed + dist.rank)  # dropout; rank 0 draws what a one-process run draws
     generator = torch.Generator().manual_seed(params.seed)  # the same order and extras on every process
     model.to(dist.device)
-    opts = model.configure_optimizers(params)
-    return generator, opts, loss_for(ex, model, params, generator)
+    opt = model.configure_optimizers(params)
+    return generator, opt, loss_for(ex, model, params, generator)
 
 
-def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opts: list[torch.optim.Optimizer],
+def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opt: Adam,
            sparse: list[torch.nn.Parameter], batch_size: int, generator: torch.Generator, dist: Dist,
            clock: _Clock, progress: bool = False, sequence_length: int = 0) -> float:
     """One pass over the examples in a new shuffled order; returns the summed loss of every row."""
@@ -365,18 +367,16 @@ def _epoch(net: torch.nn.Module, loss: losses.Loss, ex: Examples, opts: list[tor
             continue
         started = time.perf_counter()
         value = batch_loss(net, loss, ex, idx, dist)
-        for opt in opts:
-            opt.zero_grad(set_to_none=True)
+        opt.zero_grad()
         value.backward()
         dist.average_sparse_grads(sparse)
-        for opt in opts:
-            opt.step()
+        opt.step()
         total += value.item() * len(idx) / dist.world  # the N parts' losses sum to the batch's
         clock.tick(idx, started)
     return dist.total(total)
 
 
-def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Optimizer], generator: torch.Generator,
+def _restored(resume: Resume | None, model: TwoTower, opt: Adam, generator: torch.Generator,
               dist: Dist, on_epoch: Callable[[dict], None] | None, ex: Examples) -> tuple[TrainResult, int, int]:
     """(best so far, epochs waited, first epoch to run): a saved run's, or a fresh start's."""
     state = _load_state(resume) if resume else None
@@ -386,8 +386,7 @@ def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Opt
         return TrainResult(_cpu_copy(model.state_dict()), 0, -1.0), 0, 1
     # everything that decides the next epoch, so resuming changes nothing
     model.load_state_dict(state["model"])
-    for opt, saved in zip(opts, state["optimizers"]):
-        opt.load_state_dict(saved)
+    opt.load_state_dict(state["optimizer"])
     torch.set_rng_state(state["torch_rng"][dist.rank])
     generator.set_state(state["generator"])
     if state.get("negatives") is not None:  # the mined sampler's last draw
@@ -401,14 +400,14 @@ def _restored(resume: Resume | None, model: TwoTower, opts: list[torch.optim.Opt
     return best, state["waited"], state["epoch"] + 1
 
 
-def _save_state(resume: Resume, model: TwoTower, opts: list[torch.optim.Optimizer], generator: torch.Generator,
+def _save_state(resume: Resume, model: TwoTower, opt: Adam, generator: torch.Generator,
                 dist: Dist, best: TrainResult, epoch: int, waited: int, ex: Examples) -> None:
     """The end-of-epoch state, written atomically by rank 0 (every process's RNG, so each resumes its own)."""
     torch_rng = dist.gather_objects(torch.get_rng_state())
     if not dist.is_main:
         return
     state = {
-        "epoch": epoch, "model": _cpu_copy(model.state_dict()), "optimizers": [opt.state_dict() for opt in opts],
+        "epoch": epoch, "model": _cpu_copy(model.state_dict()), "optimizer": opt.state_dict(),
         "torch_rng": torch_rng, "generator": generator.get_state(),
         "best_state": best.state_dict, "best_epoch": best.best_epoch,
         "best_recall": best.best_recall, "history": best.history, "waited": waited,
