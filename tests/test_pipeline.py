@@ -435,28 +435,3 @@ def test_missing_folder_and_unknown_format_are_one_line_errors(tmp_path):
 def test_bad_param_is_a_one_line_error(tmp_path):
     line = one_line_error(stage(tmp_path, "prepare", split="random"))
     assert "prepare.split = 'random'" in line and "leave_last_out" in line
-
-
-def test_a_fresh_clone_reproduces_the_committed_outputs_and_stays_clean(tmp_path):
-    """What a maintainer commits after `dvc repro`, a fresh clone's `dvc repro` writes again, byte for byte."""
-    repo = make_repo(tmp_path)
-    assert dvc(repo, "repro").returncode == 0
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "reproduced"]):
-        assert run(repo, *cmd).returncode == 0, cmd
-    clone = tmp_path / "clone"
-    assert run(tmp_path, "git", "clone", "-q", str(repo), str(clone)).returncode == 0
-    for cmd in (["git", "config", "user.email", "ci@example.com"], ["git", "config", "user.name", "CI"]):
-        run(clone, *cmd)
-    result = dvc(clone, "repro")  # no DVC cache here: every stage runs again
-    assert result.returncode == 0 and "Running stage 'train'" in result.stdout, result.stdout + result.stderr
-    assert run(clone, "git", "status", "--porcelain").stdout == ""  # the lock and every committed output
-    diff = dvc(clone, "metrics", "diff", "main")  # main's metrics are in git: no remote needed
-    assert diff.returncode == 0 and "failed" not in (diff.stdout + diff.stderr).lower(), diff.stderr
-    assert dvc(clone, "exp", "run", "-S", "sampler=also_view").returncode == 0
-    changed = dvc(clone, "exp", "diff")
-    assert changed.returncode == 0 and "model.recall@10" in changed.stdout and "sampler" in changed.stdout
-    import csv
-
-    rows = list(csv.DictReader(dvc(clone, "exp", "show", "--no-pager", "--csv").stdout.splitlines()))
-    main = next(row for row in rows if row["rev"] == "main")
-    assert float(main["model.recall@10"]) > 0 and float(main["val_recall@10"]) > 0  # main's row, read from git
