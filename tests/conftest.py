@@ -1,6 +1,7 @@
 """Shared test settings and fixtures."""
 
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -47,6 +48,28 @@ def tiny_model(prepared):
     arch = ModelParams(dim=16, hidden=[], dropout=0.0, temperature=0.1, history=5, user_id=True, causal=True,
                        pooling="mean")
     return model.build(prepared, arch, seed=0).eval()
+
+
+@pytest.fixture(scope="session")
+def tiny_repo(tmp_path_factory) -> Path:
+    """The tiny pipeline reproduced and committed, as a maintainer leaves main; built once a session.
+
+    Tests only read it: one that changes a repository takes its own `copy_repo` of it.
+    """
+    from test_pipeline import dvc, make_repo, run
+
+    repo = make_repo(tmp_path_factory.mktemp("tiny_repo"))
+    result = dvc(repo, "repro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "reproduced"]):
+        assert run(repo, *cmd).returncode == 0, cmd
+    return repo
+
+
+def copy_repo(repo: Path, root: Path) -> Path:
+    """`repo` (git, DVC cache and workspace) copied to `root`/repo, to change without touching the original."""
+    shutil.copytree(repo, root / "repo", symlinks=True)
+    return root / "repo"
 
 
 def repo_params() -> dict:

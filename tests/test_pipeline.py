@@ -16,7 +16,7 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 from conftest import REAL_DATA as REAL
-from conftest import repo_params
+from conftest import copy_repo, repo_params
 PROJECT_FILES = ["dvc.yaml", "params.yaml", "pyproject.toml", ".gitignore", ".dvcignore",
                  ".dvc/config", ".dvc/.gitignore", ".dvc/plots", "stages", "src"]
 TINY = {"users": 300, "items": 120, "interactions": 5000}
@@ -68,14 +68,9 @@ def make_repo(root: Path, synthetic: dict = TINY, train: dict = TINY_TRAIN) -> P
 
 
 @pytest.fixture(scope="module")
-def repo(tmp_path_factory) -> Path:
+def repo(tmp_path_factory, tiny_repo) -> Path:
     """The tiny pipeline reproduced and committed, as a maintainer leaves main (lock and small outputs in git)."""
-    repo = make_repo(tmp_path_factory.mktemp("e2e"))
-    result = dvc(repo, "repro")
-    assert result.returncode == 0, result.stdout + result.stderr
-    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "reproduced"]):
-        assert run(repo, *cmd).returncode == 0, cmd
-    return repo
+    return copy_repo(tiny_repo, tmp_path_factory.mktemp("e2e"))
 
 
 def test_repro_builds_outputs_and_reports_data(repo):

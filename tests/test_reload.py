@@ -7,7 +7,8 @@ import time
 import pytest
 
 from gamerec.recommender import Recommender
-from test_pipeline import dvc, edit_params, make_repo
+from conftest import copy_repo
+from test_pipeline import dvc, edit_params
 from test_serving import hammer, running
 
 pytestmark = pytest.mark.e2e
@@ -17,10 +18,8 @@ def served_version(repo) -> str:
     return json.loads((repo / "models/serving/serving.json").read_text())["model_version"]
 
 
-def test_a_repro_with_a_changed_param_is_served_without_a_failed_request(tmp_path):
-    repo = make_repo(tmp_path)
-    first = dvc(repo, "repro")
-    assert first.returncode == 0, first.stdout + first.stderr
+def test_a_repro_with_a_changed_param_is_served_without_a_failed_request(tmp_path, tiny_repo):
+    repo = copy_repo(tiny_repo, tmp_path)
     old = served_version(repo)
     recommender = Recommender(repo / "models/serving")
     user = next(iter(recommender.row_of_user))

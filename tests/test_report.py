@@ -110,19 +110,18 @@ def test_queued_experiments_that_no_worker_runs_are_an_error(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def pr_repo(tmp_path_factory) -> Path:
+def pr_repo(tmp_path_factory, tiny_repo) -> Path:
     """main: the tiny pipeline reproduced and committed; branch `pr`: one param changed, reproduced, committed."""
-    from test_pipeline import dvc, edit_params, make_repo, run
+    from conftest import copy_repo
+    from test_pipeline import dvc, edit_params, run
 
-    repo = make_repo(tmp_path_factory.mktemp("report"))
-    for step in ("main", "pr"):
-        if step == "pr":
-            assert run(repo, "git", "checkout", "-q", "-b", "pr").returncode == 0
-            edit_params(repo, train={"lr": 0.05})
-        result = dvc(repo, "repro")
-        assert result.returncode == 0, result.stdout + result.stderr
-        for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", step]):
-            assert run(repo, *cmd).returncode == 0, cmd
+    repo = copy_repo(tiny_repo, tmp_path_factory.mktemp("report"))
+    assert run(repo, "git", "checkout", "-q", "-b", "pr").returncode == 0
+    edit_params(repo, train={"lr": 0.05})
+    result = dvc(repo, "repro")
+    assert result.returncode == 0, result.stdout + result.stderr
+    for cmd in (["git", "add", "-A"], ["git", "commit", "-q", "-m", "pr"]):
+        assert run(repo, *cmd).returncode == 0, cmd
     return repo
 
 
