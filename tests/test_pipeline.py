@@ -211,24 +211,49 @@ def test_eval_json_has_every_metric_in_range_for_the_model_and_both_baselines(re
     assert epochs[0] == "1" and len(epochs) >= json.loads((repo / "metrics/train.json").read_text())["best_epoch"]
 
 
-def test_metrics_diff_between_two_experiments_prints_changed_keys(repo):
-    for name, lr in (("slow", "0.001"), ("fast", "0.05")):
-        result = dvc(repo, "exp", "run", "-n", name, "-S", f"train.lr={lr}")
-        assert result.returncode == 0, result.stdout + result.stderr
+EXPERIMENTS = {"attention": ["model.user_tower=attention", "model.layers=1"],
+               "two-processes": ["train.processes=2", "sampler=in_batch"]}
+
+
+@pytest.fixture(scope="module")
+def experiments(repo) -> dict[str, subprocess.CompletedProcess]:
+    """Two named experiments of the tiny repository: the attention tower, and train in two processes.
+
+    The diff, compare and plots tests read them from DVC; each one's own test `dvc exp apply`s
+    it first, so that the workspace holds its outputs whatever ran before.
+    """
+    done = {}
+    for name, settings in EXPERIMENTS.items():
+        done[name] = dvc(repo, "exp", "run", "-n", name, *[arg for s in settings for arg in ("-S", s)])
+        run(repo, "git", "checkout", "params.yaml")
+    return done
+
+
+def applied(repo: Path, experiments: dict, name: str) -> subprocess.CompletedProcess:
+    """The experiment's run, with its outputs in the workspace (and main's params.yaml, as the other tests expect)."""
+    result = experiments[name]
+    assert result.returncode == 0, result.stdout + result.stderr
+    apply = dvc(repo, "exp", "apply", name)
+    assert apply.returncode == 0, apply.stdout + apply.stderr
     run(repo, "git", "checkout", "params.yaml")
-    diff = dvc(repo, "metrics", "diff", "slow", "fast", "--md")
+    return result
+
+
+def test_metrics_diff_between_two_experiments_prints_changed_keys(repo, experiments):
+    assert all(result.returncode == 0 for result in experiments.values())
+    diff = dvc(repo, "metrics", "diff", "attention", "two-processes", "--md")
     assert diff.returncode == 0, diff.stderr
     changed = [line.split("|")[2].strip() for line in diff.stdout.splitlines() if "metrics/eval.json" in line]
     assert "model.recall@10" in changed and "model.auc" in changed
     assert "popularity.recall@10" not in changed and "als.recall@10" not in changed  # baselines do not move
 
 
-def test_compare_says_whether_a_difference_is_beyond_noise(repo):
+def test_compare_says_whether_a_difference_is_beyond_noise(repo, experiments):
     gamerec = str(Path(sys.executable).parent / "gamerec")
-    result = run(repo, gamerec, "compare", "slow", "fast")  # two experiments, read from DVC's cache
+    result = run(repo, gamerec, "compare", "attention", "two-processes")  # two experiments, read from DVC's cache
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
-    assert "A = slow, B = fast" in lines[0] and lines[1].startswith("recall@10") and lines[2].startswith("ndcg@10")
+    assert "A = attention, B = two-processes" in lines[0] and lines[1].startswith("recall@10") and lines[2].startswith("ndcg@10")
     rows = json.loads(run(repo, gamerec, "compare", "workspace:popularity", "workspace:model", "--json").stdout)
     scores = json.loads((repo / "metrics/eval.json").read_text())
     for row in rows:  # the ranks file gives back the metrics evaluate wrote
@@ -259,10 +284,8 @@ def test_tune_queues_a_grid_ranks_it_on_validation_and_applies_the_best(repo):
     run(repo, "git", "checkout", "params.yaml")
 
 
-def test_the_attention_tower_trains_evaluates_and_serves_a_list_of_games(repo):
-    result = dvc(repo, "exp", "run", "-S", "model.user_tower=attention", "-S", "model.layers=1")
-    run(repo, "git", "checkout", "params.yaml")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_the_attention_tower_trains_evaluates_and_serves_a_list_of_games(repo, experiments):
+    applied(repo, experiments, "attention")
     assert json.loads((repo / "metrics/eval.json").read_text())["model"]["recall@10"] > 0
     assert json.loads((repo / "models/serving/serving.json").read_text())["user_tower"] == "torch"
     with gzip.open(repo / "data/raw/synthetic/Video_Games_5.json.gz", "rt") as f:
@@ -272,10 +295,8 @@ def test_the_attention_tower_trains_evaluates_and_serves_a_list_of_games(repo):
     assert len(json.loads(answer.stdout)["items"]) == 10
 
 
-def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
-    result = dvc(repo, "exp", "run", "-S", "train.processes=2", "-S", "sampler=in_batch")
-    run(repo, "git", "checkout", "params.yaml")
-    assert result.returncode == 0, result.stdout + result.stderr
+def test_train_processes_param_makes_the_train_stage_start_torchrun(repo, experiments):
+    result = applied(repo, experiments, "two-processes")
     assert "2 processes" in result.stdout  # rank 0's summary line
     import torch
 
@@ -285,8 +306,8 @@ def test_train_processes_param_makes_the_train_stage_start_torchrun(repo):
     assert json.loads((repo / "metrics/eval.json").read_text())["model"]["recall@10"] > 0
 
 
-def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo):
-    result = dvc(repo, "plots", "diff", "slow", "fast", "--json")
+def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo, experiments):
+    result = dvc(repo, "plots", "diff", "attention", "two-processes", "--json")
     assert result.returncode == 0 and "errors" not in json.loads(result.stdout), result.stdout[:500] + result.stderr
     plots = json.loads(result.stdout)["data"]
     titles = ["Training loss per epoch", "Validation recall@10 per epoch",
@@ -296,7 +317,7 @@ def test_plots_diff_renders_the_declared_plots_a_colour_per_scorer(repo):
     recall = plots[titles[3]][0]["content"]
     assert recall["encoding"]["color"]["field"] == "field" and recall["encoding"]["strokeDash"]["field"] == "rev"
     lines = {(point["rev"], point["field"]) for point in recall["data"]["values"]}
-    assert lines == {(rev, scorer) for rev in ("slow", "fast") for scorer in ("model", "als", "popularity")}
+    assert lines == {(rev, scorer) for rev in EXPERIMENTS for scorer in ("model", "als", "popularity")}
     loss = plots[titles[0]][0]["content"]
     assert '"title": "epoch"' in json.dumps(loss) and '"title": "step"' not in json.dumps(loss)
 

@@ -16,7 +16,7 @@ from conftest import repo_params
 from gamerec.samplers import sample, write_negatives
 
 REPO = Path(__file__).resolve().parents[1]
-TRAIN = {"epochs": 5, "batch_size": 64, "patience": 100, "lr": 0.01}
+TRAIN = {"epochs": 3, "batch_size": 64, "patience": 100, "lr": 0.01}
 
 
 @pytest.fixture()

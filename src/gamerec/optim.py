@@ -30,13 +30,14 @@ class Adam:
     def _params(self) -> list[torch.Tensor]:
         return [p for group in self.param_groups for p in group["params"]]
 
-    def zero_grad(self, set_to_none: bool = True) -> None:
-        """Drop every gradient (always to None: a zeroed sparse gradient would still name rows)."""
+    def zero_grad(self) -> None:
+        """Drop every gradient (to None: a zeroed sparse gradient would still name its rows)."""
         for p in self._params():
             p.grad = None
 
     @torch.no_grad()
     def step(self) -> None:
+        """One update of every weight that has a gradient."""
         for group in self.param_groups:
             for p in group["params"]:
                 if p.grad is None:
