@@ -16,17 +16,19 @@ def test_points_are_every_combination_in_order():
 
 
 def test_results_rank_the_named_experiments_by_validation(monkeypatch):
-    def experiment(name, recall):
+    def experiment(name, recall, error=None):
         data = {"metrics": {"metrics/train.json": {"data": {"val_recall@10": recall}}},
                 "params": {"params.yaml": {"data": {"train": {"lr": recall}}}}}
-        return {"revs": [{"rev": name * 4, "name": name, "data": data}], "name": name}
+        return {"revs": [{"rev": name * 4, "name": name, "data": data, "error": error}], "name": name}
 
+    # a killed experiment (budget spent) is listed with the metrics its workspace started from: the base's
+    killed = experiment("t-4", 0.99, error={"msg": "Experiment run failed", "type": ""})
     shown = [{"rev": "workspace", "name": None, "data": {}},
              {"rev": "abc", "name": "main", "data": {"metrics": {}},
-              "experiments": [experiment("t-1", 0.2), experiment("t-2", 0.3), experiment("other", 0.9)]}]
+              "experiments": [experiment("t-1", 0.2), experiment("t-2", 0.3), experiment("other", 0.9), killed]}]
     monkeypatch.setattr(experiments, "show", lambda: shown)
-    rows = tuning.results(["t-1", "t-2", "t-3"])
-    assert [row["name"] for row in rows] == ["t-2", "t-1"]  # best first; t-3 never finished, other is not ours
+    rows = tuning.results(["t-1", "t-2", "t-3", "t-4"])
+    assert [row["name"] for row in rows] == ["t-2", "t-1"]  # best first; t-3 never finished, t-4 failed, other is not ours
     assert rows[0]["params"]["train"]["lr"] == 0.3
 
 

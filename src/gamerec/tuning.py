@@ -61,10 +61,14 @@ def run_queue(jobs: int, budget_minutes: float) -> bool:
 
 
 def results(names: list[str], metric: str = "val_recall@10") -> list[dict]:
-    """The named experiments' validation `metric` and params, best first (unfinished ones left out)."""
+    """The named experiments' validation `metric` and params, best first (unfinished and failed ones left out).
+
+    A failed experiment (killed when the budget ran out) is still listed, with the metrics of the
+    commit it started from: its `error` entry, not its metrics, says it did not run.
+    """
     rows = []
     for rev in revisions(experiments.show()):
-        if rev.get("name") not in names or not rev.get("data"):
+        if rev.get("name") not in names or not rev.get("data") or rev.get("error"):
             continue
         metrics = rev["data"].get("metrics", {}).get("metrics/train.json", {}).get("data", {})
         if metric in metrics:
