@@ -328,3 +328,41 @@ def test_attention_params_are_checked():
 
     with pytest.raises(GamerecError, match="model.user_tower = attention needs .*model.dim divisible by model.heads"):
         ModelParams(dim=8, user_tower="attention", heads=3)
+
+
+def test_normal_init_draws_every_linear_and_embedding_weight_at_0_02_and_keeps_padding_rows_and_norms():
+    import typing
+
+    from gamerec.model import INITS
+
+    assert set(INITS) == set(typing.get_args(typing.get_type_hints(ModelParams)["init"]))  # every param value has one
+    arch = ModelParams(dim=32, user_tower="attention", history=4, heads=2)
+    cfg = ModelConfig(num_users=4, num_items=5000, num_brands=3, num_tokens=5, arch=arch)
+    torch.manual_seed(0)
+    m = TwoTower(cfg)
+    assert abs(m.item_tower.item.weight.std().item() - 1.0) < 0.02  # torch's own: N(0, 1) rows
+    INITS["normal"](m)
+    block = m.user_tower.blocks.layers[0]
+    assert abs(m.item_tower.item.weight.std().item() - 0.02) < 0.0005  # 160k draws
+    for weight in (block.self_attn.in_proj_weight, block.linear1.weight, m.item_tower.price.weight):
+        assert 0.012 < weight.std().item() < 0.028
+    assert not m.item_tower.brand.weight[0].any() and not m.item_tower.text.weight[0].any()  # padding stays 0
+    assert not block.self_attn.in_proj_bias.any() and not block.linear1.bias.any()
+    assert (block.norm1.weight == 1).all() and not block.norm1.bias.any()
+
+
+def test_the_recency_bias_is_added_per_distance_keeps_attention_causal_and_learns():
+    tower = attention_model(history=6, recency_bias=True).user_tower
+    tokens = torch.tensor([[-1, 3, 1, 5, 0, 0], [-1, 3, 1, 2, 4, 0]])  # the same up to column 2
+    with torch.no_grad():
+        zero = tower.encode(tokens)
+        used = tokens != 0
+        torch.testing.assert_close(zero[used], attention_model(history=6).user_tower.encode(tokens)[used])  # bias 0: as without
+        tower.recency.copy_(torch.tensor([0.0, -1.0, -2.0, -3.0, -4.0, -5.0]))
+        out = tower.encode(tokens)
+        short = tower.encode(tokens[:1, :4])
+    assert not torch.allclose(out[0, 1:4], zero[0, 1:4])  # the bias changes what a token attends to
+    torch.testing.assert_close(out[0, :3], out[1, :3])  # still causal
+    torch.testing.assert_close(out[0, :4], short[0], atol=1e-6, rtol=1e-5)  # padding changes nothing
+    tower.encode(tokens).sum().backward()
+    assert tower.recency.grad[:4].abs().min() > 0 and any(p is tower.recency for p in tower.own_parameters())

@@ -163,6 +163,12 @@ class ModelParams:
     heads: int = _range(1, default=2)  # attention tower: heads per block (dim must divide by it)
     attention_dropout: float = _range(0.0, 0.9, default=0.2)  # attention tower: inside its blocks
     input_dropout: float = _range(0.0, 0.9, default=0.0)  # attention tower: on its input tokens (SASRec's embedding dropout)
+    # attention tower: a learned bias per distance added to every attention logit (the pool tower's recency
+    # weights, as a prior inside attention; translation-invariant, so one-pass training and evaluation agree)
+    recency_bias: bool = False
+    # the initial weights: torch = each module's own (embedding rows N(0, 1)); normal = every linear and
+    # embedding weight N(0, 0.02), biases 0 (SASRec's and BERT's)
+    init: Literal["torch", "normal"] = "torch"
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:

@@ -230,6 +230,20 @@ class Sequences:
     column: torch.Tensor  # [rows]
 
 
+class BiasedLayer(nn.TransformerEncoderLayer):
+    """A pre-norm Transformer block that always takes the plain path, which adds float masks to the logits.
+
+    Outside training `nn.TransformerEncoderLayer` takes a fused fast path that reads a float mask
+    as a boolean one (any value but 0 masked), which breaks a learned bias; the weights and the
+    arithmetic of the plain path are the parent's own.
+    """
+
+    def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
+                src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
+        x = src + self._sa_block(self.norm1(src), src_mask, src_key_padding_mask, is_causal=is_causal)
+        return x + self._ff_block(self.norm2(x))
+
+
 class AttentionTower(_DataShapedBuffers):
     """Causal self-attention over the item tower's embeddings of the user's last `history` items (SASRec).
 
@@ -250,11 +264,13 @@ class AttentionTower(_DataShapedBuffers):
         # a dense table (not nn.Embedding): lazy_adam gives embedding modules sparse gradients, and all
         # positions are used in every step
         self.position = nn.Parameter(torch.randn(arch.history, arch.dim) * 0.02)
-        block = nn.TransformerEncoderLayer(arch.dim, arch.heads, dim_feedforward=2 * arch.dim,
-                                           dropout=arch.attention_dropout, batch_first=True, norm_first=True)
+        layer = BiasedLayer if arch.recency_bias else nn.TransformerEncoderLayer
+        block = layer(arch.dim, arch.heads, dim_feedforward=2 * arch.dim, dropout=arch.attention_dropout,
+                      batch_first=True, norm_first=True)
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(arch.dim)
         self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
+        self.recency = nn.Parameter(torch.zeros(arch.history)) if arch.recency_bias else None
         self.input_dropout = nn.Dropout(arch.input_dropout)  # SASRec drops out its input embeddings too
         history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
         self.register_buffer("history_indptr", history.indptr)
@@ -286,7 +302,13 @@ class AttentionTower(_DataShapedBuffers):
         """The causal blocks over inputs `x` of `tokens` (padding 0 masked), then the output layer."""
         steps = tokens.shape[1]
         later = torch.triu(torch.ones(steps, steps, dtype=torch.bool, device=tokens.device), 1)
-        x = self.blocks(x, mask=later, src_key_padding_mask=tokens == 0, is_causal=True)
+        if self.recency is None:
+            x = self.blocks(x, mask=later, src_key_padding_mask=tokens == 0, is_causal=True)
+        else:  # float masks are added to the logits: the learned bias of each distance, -inf after the query
+            step = torch.arange(steps, device=tokens.device)
+            bias = self.recency[(step[:, None] - step).clamp(min=0)].masked_fill(later, float("-inf"))
+            padding = torch.zeros(tokens.shape, device=tokens.device).masked_fill(tokens == 0, float("-inf"))
+            x = self.blocks(x, mask=bias, src_key_padding_mask=padding)
         return self.mlp(self.norm(x))
 
     # passes per doubling of width in `encode_by_width` (a pass pads its rows by under 42%); measured on
@@ -446,6 +468,25 @@ class TwoTower(nn.Module):
         return model
 
 
+def _normal_init(model: nn.Module) -> None:
+    """Every linear, attention projection and embedding weight N(0, 0.02), biases 0 (SASRec's, BERT's)."""
+    for module in model.modules():
+        weights = [p for name, p in module.named_parameters(recurse=False) if name.endswith("weight")]
+        if isinstance(module, nn.LayerNorm) or not weights:
+            continue  # layer norms keep weight 1, bias 0
+        for weight in weights:
+            nn.init.normal_(weight, std=0.02)
+        for name, bias in module.named_parameters(recurse=False):
+            if name.endswith("bias"):
+                nn.init.zeros_(bias)
+        padding = getattr(module, "padding_idx", None)
+        if padding is not None:
+            weights[0].data[padding] = 0
+
+
+INITS = {"torch": lambda model: None, "normal": _normal_init}
+
+
 def build(prepared: Prepared, params: ModelParams, seed: int) -> TwoTower:
     """The model `params` describe over a prepared folder's encoders, features and train histories.
 
@@ -455,7 +496,9 @@ def build(prepared: Prepared, params: ModelParams, seed: int) -> TwoTower:
     torch.manual_seed(seed)
     cfg = ModelConfig(**prepared.sizes, arch=params)
     history = prepared.history(("train",)) if params.history else None
-    return TwoTower(cfg, prepared.item_features(), history)
+    model = TwoTower(cfg, prepared.item_features(), history)
+    INITS[params.init](model)
+    return model
 
 
 def load_checkpoint(path: str | Path) -> dict:
