@@ -1,10 +1,12 @@
+import typing
+
 import numpy as np
 import pytest
 import torch
 
 from gamerec.config import ModelParams
 from gamerec.csr import Csr
-from gamerec.model import ModelConfig, TwoTower
+from gamerec.model import INITS, ModelConfig, TwoTower
 from gamerec.prepared import ItemFeatures
 
 # the stale defaults the tests were written for: one hidden layer of 64, dropout 0.1, the user id only
@@ -331,10 +333,6 @@ def test_attention_params_are_checked():
 
 
 def test_normal_init_draws_every_linear_and_embedding_weight_at_0_02_and_keeps_padding_rows_and_norms():
-    import typing
-
-    from gamerec.model import INITS
-
     assert set(INITS) == set(typing.get_args(typing.get_type_hints(ModelParams)["init"]))  # every param value has one
     arch = ModelParams(dim=32, user_tower="attention", history=4, heads=2)
     cfg = ModelConfig(num_users=4, num_items=5000, num_brands=3, num_tokens=5, arch=arch)

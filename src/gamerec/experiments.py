@@ -37,6 +37,15 @@ def revisions(node) -> Iterator[dict]:
             yield from revisions(node.get(key) or [])
 
 
+def finished(rev: dict) -> bool:
+    """Whether a `dvc exp show --json` entry ran to the end.
+
+    A failed experiment (killed, say) is still listed, with the metrics of the commit it started
+    from: its `error` entry, not its metrics, says it did not run.
+    """
+    return bool(rev.get("data")) and not rev.get("error")
+
+
 def experiments(shown: list) -> list[dict]:
     """The experiments' entries in `dvc exp show --json` (the workspace and the commit they start from left out)."""
     return [rev for base in shown for rev in revisions(base.get("experiments") or [])]

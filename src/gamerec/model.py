@@ -471,17 +471,16 @@ class TwoTower(nn.Module):
 def _normal_init(model: nn.Module) -> None:
     """Every linear, attention projection and embedding weight N(0, 0.02), biases 0 (SASRec's, BERT's)."""
     for module in model.modules():
-        weights = [p for name, p in module.named_parameters(recurse=False) if name.endswith("weight")]
-        if isinstance(module, nn.LayerNorm) or not weights:
+        if isinstance(module, nn.LayerNorm):
             continue  # layer norms keep weight 1, bias 0
-        for weight in weights:
-            nn.init.normal_(weight, std=0.02)
-        for name, bias in module.named_parameters(recurse=False):
-            if name.endswith("bias"):
-                nn.init.zeros_(bias)
-        padding = getattr(module, "padding_idx", None)
-        if padding is not None:
-            weights[0].data[padding] = 0
+        for name, p in module.named_parameters(recurse=False):
+            if name.endswith("weight"):
+                nn.init.normal_(p, std=0.02)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        if getattr(module, "padding_idx", None) is not None:
+            with torch.no_grad():
+                module.weight[module.padding_idx] = 0
 
 
 INITS = {"torch": lambda model: None, "normal": _normal_init}

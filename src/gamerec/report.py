@@ -129,7 +129,7 @@ def _experiments(names: list[str] | None) -> tuple[list[str], list[str]]:
     finished, failed = [], []
     for rev in experiments.experiments(experiments.show()):
         if names is None or rev["name"] in names:
-            (failed if rev.get("error") or not rev.get("data") else finished).append(rev["name"])
+            (finished if experiments.finished(rev) else failed).append(rev["name"])
     missing = sorted(set(names or []) - set(finished))
     if missing:
         raise GamerecError(f"no finished experiment named {', '.join(missing)}")

@@ -61,14 +61,10 @@ def run_queue(jobs: int, budget_minutes: float) -> bool:
 
 
 def results(names: list[str], metric: str = "val_recall@10") -> list[dict]:
-    """The named experiments' validation `metric` and params, best first (unfinished and failed ones left out).
-
-    A failed experiment (killed when the budget ran out) is still listed, with the metrics of the
-    commit it started from: its `error` entry, not its metrics, says it did not run.
-    """
+    """The named experiments' validation `metric` and params, best first (unfinished and failed ones left out)."""
     rows = []
     for rev in revisions(experiments.show()):
-        if rev.get("name") not in names or not rev.get("data") or rev.get("error"):
+        if rev.get("name") not in names or not experiments.finished(rev):
             continue
         metrics = rev["data"].get("metrics", {}).get("metrics/train.json", {}).get("data", {})
         if metric in metrics:
