@@ -6,7 +6,7 @@ import torch
 
 from gamerec.config import ModelParams
 from gamerec.csr import Csr
-from gamerec.model import INITS, ModelConfig, TwoTower
+from gamerec.model import BLOCKS, INITS, ModelConfig, TwoTower
 from gamerec.prepared import ItemFeatures
 
 # the stale defaults the tests were written for: one hidden layer of 64, dropout 0.1, the user id only
@@ -180,8 +180,9 @@ def attention_model(history=4, **kw):
     return TwoTower(config(**arch), features(), HISTORY).eval()
 
 
-def test_attention_output_at_a_token_does_not_see_the_tokens_after_it():
-    tower = attention_model().user_tower
+@pytest.mark.parametrize("block", BLOCKS)
+def test_attention_output_at_a_token_does_not_see_the_tokens_after_it(block):
+    tower = attention_model(block=block).user_tower
     tokens = torch.tensor([[-1, 3, 1, 5], [-1, 3, 1, 2]])  # the same up to column 2
     with torch.no_grad():
         out = tower.encode(tokens)
@@ -189,16 +190,18 @@ def test_attention_output_at_a_token_does_not_see_the_tokens_after_it():
     assert not torch.allclose(out[0, 3], out[1, 3])
 
 
-def test_attention_padding_changes_no_output():
-    tower = attention_model(history=6).user_tower
+@pytest.mark.parametrize("block", BLOCKS)
+def test_attention_padding_changes_no_output(block):
+    tower = attention_model(history=6, block=block).user_tower
     with torch.no_grad():
         short = tower.encode(torch.tensor([[-1, 3, 1]]))
         padded = tower.encode(torch.tensor([[-1, 3, 1, 0, 0, 0]]))
     torch.testing.assert_close(padded[0, :3], short[0], atol=1e-6, rtol=1e-5)
 
 
-def test_rows_encoded_by_width_equal_the_padded_batch_at_every_used_token():
-    tower = attention_model(history=4).user_tower
+@pytest.mark.parametrize("block", BLOCKS)
+def test_rows_encoded_by_width_equal_the_padded_batch_at_every_used_token(block):
+    tower = attention_model(history=4, block=block).user_tower
     tokens = torch.tensor([[-1, 3, 1, 5], [-1, 0, 0, 0], [2, 4, 0, 0], [-1, 3, 0, 0]])  # widths 4, 1, 2, 2
     with torch.no_grad():
         by_width, padded = tower.encode_by_width(tokens), tower.encode(tokens)
@@ -316,8 +319,9 @@ def test_tables_dense_layers_and_the_attention_tower_s_own_weights_learn_at_thei
     assert [g["lr"] for g in pool_opt.param_groups] == [0.02, 0.02]  # dense_lr 0 (the default): lr
 
 
-def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path):
-    m = attention_model()
+@pytest.mark.parametrize("block", BLOCKS)
+def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path, block):
+    m = attention_model(block=block)
     torch.save(m.checkpoint(), tmp_path / "m.pt")
     loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
     assert loaded.config.arch.user_tower == "attention"
@@ -349,13 +353,14 @@ def test_normal_init_draws_every_linear_and_embedding_weight_at_0_02_and_keeps_p
     assert (block.norm1.weight == 1).all() and not block.norm1.bias.any()
 
 
-def test_the_recency_bias_is_added_per_distance_keeps_attention_causal_and_learns():
-    tower = attention_model(history=6, recency_bias=True).user_tower
+@pytest.mark.parametrize("block", BLOCKS)
+def test_the_recency_bias_is_added_per_distance_keeps_attention_causal_and_learns(block):
+    tower = attention_model(history=6, recency_bias=True, block=block).user_tower
     tokens = torch.tensor([[-1, 3, 1, 5, 0, 0], [-1, 3, 1, 2, 4, 0]])  # the same up to column 2
     with torch.no_grad():
         zero = tower.encode(tokens)
         used = tokens != 0
-        torch.testing.assert_close(zero[used], attention_model(history=6).user_tower.encode(tokens)[used])  # bias 0: as without
+        torch.testing.assert_close(zero[used], attention_model(history=6, block=block).user_tower.encode(tokens)[used])  # bias 0: as without
         tower.recency.copy_(torch.tensor([0.0, -1.0, -2.0, -3.0, -4.0, -5.0]))
         out = tower.encode(tokens)
         short = tower.encode(tokens[:1, :4])
@@ -364,3 +369,20 @@ def test_the_recency_bias_is_added_per_distance_keeps_attention_causal_and_learn
     torch.testing.assert_close(out[0, :4], short[0], atol=1e-6, rtol=1e-5)  # padding changes nothing
     tower.encode(tokens).sum().backward()
     assert tower.recency.grad[:4].abs().min() > 0 and any(p is tower.recency for p in tower.own_parameters())
+
+
+def test_the_sasrec_layout_norms_the_input_and_every_residual_sum_with_a_4x_gelu_feed_forward():
+    assert set(BLOCKS) == set(typing.get_args(typing.get_type_hints(ModelParams)["block"]))  # every param value has one
+    tower = attention_model(history=4, block="sasrec").user_tower
+    block = tower.blocks.layers[0]
+    assert block.linear1.out_features == 32 and block.activation is torch.nn.functional.gelu and not block.norm_first
+    tokens = torch.tensor([[2, 3, 1, 5]])  # items only: START's embedding starts at 0, inside the norm's epsilon
+    with torch.no_grad():
+        inputs = tower.embed_tokens(tokens)
+        blocks_out = tower.blocks(inputs, mask=torch.triu(torch.ones(4, 4, dtype=torch.bool), 1))
+    for x in (inputs, blocks_out):  # fresh norms (weight 1, bias 0): every token mean 0, variance 1
+        torch.testing.assert_close(x.mean(-1), torch.zeros(1, 4), atol=1e-5, rtol=0)
+        torch.testing.assert_close(x.var(-1, unbiased=False), torch.ones(1, 4), atol=1e-3, rtol=0)
+    assert isinstance(tower.norm, torch.nn.Identity)  # no second norm on the output
+    pre = attention_model(history=4).user_tower
+    assert pre.blocks.layers[0].linear1.out_features == 16 and isinstance(pre.input_norm, torch.nn.Identity)

@@ -169,6 +169,10 @@ class ModelParams:
     # the initial weights: torch = each module's own (embedding rows N(0, 1)); normal = every linear and
     # embedding weight N(0, 0.02), biases 0 (SASRec's and BERT's)
     init: Literal["torch", "normal"] = "torch"
+    # attention tower: the blocks' layout (gamerec.model.BLOCKS); pre_norm = norm before each sublayer, ReLU,
+    # 2x feed-forward, a norm on the output; sasrec = SASRec's reference layout: a norm on the input, norm
+    # after each residual sum, GELU, 4x feed-forward
+    block: Literal["pre_norm", "sasrec"] = "pre_norm"
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:

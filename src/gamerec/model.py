@@ -231,25 +231,43 @@ class Sequences:
 
 
 class BiasedLayer(nn.TransformerEncoderLayer):
-    """A pre-norm Transformer block that always takes the plain path, which adds float masks to the logits.
+    """A Transformer block that always takes the plain path, which adds float masks to the logits.
 
     Outside training `nn.TransformerEncoderLayer` takes a fused fast path that reads a float mask
     as a boolean one (any value but 0 masked), which breaks a learned bias; the weights and the
-    arithmetic of the plain path are the parent's own.
+    arithmetic of the plain path are the parent's own, pre-norm or post-norm.
     """
 
     def forward(self, src: torch.Tensor, src_mask: torch.Tensor | None = None,
                 src_key_padding_mask: torch.Tensor | None = None, is_causal: bool = False) -> torch.Tensor:
-        x = src + self._sa_block(self.norm1(src), src_mask, src_key_padding_mask, is_causal=is_causal)
-        return x + self._ff_block(self.norm2(x))
+        if self.norm_first:
+            x = src + self._sa_block(self.norm1(src), src_mask, src_key_padding_mask, is_causal=is_causal)
+            return x + self._ff_block(self.norm2(x))
+        x = self.norm1(src + self._sa_block(src, src_mask, src_key_padding_mask, is_causal=is_causal))
+        return self.norm2(x + self._ff_block(x))
+
+
+@dataclass(frozen=True)
+class BlockLayout:
+    """Where an attention tower's layer norms sit, and its feed-forward sublayer."""
+
+    norm_first: bool  # a norm before each sublayer (and one on the output) | after each residual sum
+    activation: str
+    feedforward: int  # the feed-forward's width, per dim
+    input_norm: bool  # a norm on item + position embeddings, before the blocks
+
+
+BLOCKS = {"pre_norm": BlockLayout(norm_first=True, activation="relu", feedforward=2, input_norm=False),
+          # SASRec's reference implementation (and RecBole's): post-norm, GELU, 4x, a norm on the input
+          "sasrec": BlockLayout(norm_first=False, activation="gelu", feedforward=4, input_norm=True)}
 
 
 class AttentionTower(_DataShapedBuffers):
     """Causal self-attention over the item tower's embeddings of the user's last `history` items (SASRec).
 
     A user's sequence is `[START, i1, i2, ...]` in time order, with a learned embedding per
-    position; `layers` pre-norm Transformer blocks, each token attending to itself and the
-    tokens before it; the output at a token is the user after it. In evaluation a user is the
+    position; `layers` Transformer blocks (their layout: `BLOCKS`), each token attending to
+    itself and the tokens before it; the output at a token is the user after it. In evaluation a user is the
     output at the last of the last `history` tokens; in training whole sequences go through
     once (`Sequences`), every token's output predicting the next item.
     """
@@ -264,11 +282,14 @@ class AttentionTower(_DataShapedBuffers):
         # a dense table (not nn.Embedding): lazy_adam gives embedding modules sparse gradients, and all
         # positions are used in every step
         self.position = nn.Parameter(torch.randn(arch.history, arch.dim) * 0.02)
+        layout = BLOCKS[arch.block]
         layer = BiasedLayer if arch.recency_bias else nn.TransformerEncoderLayer
-        block = layer(arch.dim, arch.heads, dim_feedforward=2 * arch.dim, dropout=arch.attention_dropout,
-                      batch_first=True, norm_first=True)
+        block = layer(arch.dim, arch.heads, dim_feedforward=layout.feedforward * arch.dim,
+                      dropout=arch.attention_dropout, activation=layout.activation, batch_first=True,
+                      norm_first=layout.norm_first)
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
-        self.norm = nn.LayerNorm(arch.dim)
+        self.input_norm = nn.LayerNorm(arch.dim) if layout.input_norm else nn.Identity()
+        self.norm = nn.LayerNorm(arch.dim) if layout.norm_first else nn.Identity()  # post-norm blocks end in one
         self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
         self.recency = nn.Parameter(torch.zeros(arch.history)) if arch.recency_bias else None
         self.input_dropout = nn.Dropout(arch.input_dropout)  # SASRec drops out its input embeddings too
@@ -290,13 +311,13 @@ class AttentionTower(_DataShapedBuffers):
         return self.attend(self.embed_tokens(tokens), tokens)
 
     def embed_tokens(self, tokens: torch.Tensor) -> torch.Tensor:
-        """[n, T, dim] the blocks' inputs: item embeddings (START's own), plus positions, input dropout."""
+        """[n, T, dim] the blocks' inputs: item embeddings (START's own) plus positions, the input norm, dropout."""
         # each distinct item through the item tower once (a window names popular items many times);
         # index_select's backward adds rows in a fixed order (see TwoTower.embed_items)
         distinct, where = torch.unique(tokens.clamp(min=0), return_inverse=True)
         x = self.item_tower(distinct).index_select(0, where.reshape(-1)).reshape(*tokens.shape, -1)
         x = torch.where((tokens == START)[..., None], self.start, x) + self.position[: tokens.shape[1]]
-        return self.input_dropout(x)
+        return self.input_dropout(self.input_norm(x))
 
     def attend(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
         """The causal blocks over inputs `x` of `tokens` (padding 0 masked), then the output layer."""
