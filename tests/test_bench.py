@@ -50,6 +50,9 @@ def test_flop_count_by_hand():
     assert cfg.flops_per_positive("batch_softmax", 8, 0.0, 2.0, 10.0) == 3 * (68 + 164 + 8 * 13)
     # the catalogue of 10 items through the item tower once per batch of 8, and 10 logits
     assert cfg.flops_per_positive("exact_softmax", 8, 0.0, 2.0, 10.0) == 3 * (68 + (1 + 10 / 8) * 164 + 10 * 13)
+    # an id-only item tower looks its row up: normalising (12) is all it computes
+    ids = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False, item_tower="id"))
+    assert ids.flops_per_positive("bce", 8, 4.0, 2.0, 10.0) == 3 * (68 + 5 * 12 + 5 * 8)
 
 
 @pytest.mark.e2e

@@ -121,6 +121,9 @@ def test_feature_ablation_zeroes_one_feature_at_a_time(prepared, data):
     assert not torch.equal(model.embed_items(items, ("id",)), model.embed_items(items))
     sampled = feature_ablation(model, data, 10, 64, users=50)
     assert sampled["users"] == 50 and sampled != result
+    ids = models.build(prepared, ModelParams(dim=8, item_tower="id"), seed=0).eval()
+    only = feature_ablation(ids, data, 10, 64)["val_recall@10"]  # the tower's own inputs, nothing it lacks
+    assert list(only) == ["none", "id"] and only["id"] != only["none"]  # untrained: different, not better
 
 
 def test_each_split_knows_what_came_before_it_in_time_order(data, interactions):

@@ -6,7 +6,7 @@ import torch
 
 from gamerec.config import ModelParams
 from gamerec.csr import Csr
-from gamerec.model import BLOCKS, INITS, ModelConfig, TwoTower
+from gamerec.model import BLOCKS, INITS, ITEM_TOWERS, ModelConfig, TwoTower
 from gamerec.prepared import ItemFeatures
 
 # the stale defaults the tests were written for: one hidden layer of 64, dropout 0.1, the user id only
@@ -327,6 +327,20 @@ def test_attention_checkpoint_round_trip_loads_with_weights_only(tmp_path, block
     assert loaded.config.arch.user_tower == "attention"
     users = torch.tensor([1, 2, 3])
     torch.testing.assert_close(loaded.embed_users(users), m.embed_users(users))
+
+
+def test_the_id_item_tower_is_the_id_s_embedding_alone_and_round_trips(tmp_path):
+    assert set(ITEM_TOWERS) == set(typing.get_args(typing.get_type_hints(ModelParams)["item_tower"]))
+    m = attention_model(item_tower="id", normalize=False)
+    assert [name for name, _ in m.item_tower.named_parameters()] == ["item.weight"]  # no brand, price, text, layer
+    items = torch.tensor([[1, 5], [2, 2]])
+    torch.testing.assert_close(m.embed_items(items), m.item_tower.item.weight[items])
+    assert not m.embed_items(items, ("id",)).any() and m.item_tower.inputs == ("id",)
+    torch.save(m.checkpoint(), tmp_path / "m.pt")
+    loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
+    users = torch.tensor([1, 2, 3])
+    torch.testing.assert_close(loaded.embed_users(users), m.eval().embed_users(users))
+    torch.testing.assert_close(loaded.embed_items(items), m.embed_items(items))
 
 
 def test_attention_params_are_checked():

@@ -173,6 +173,9 @@ class ModelParams:
     # 2x feed-forward, a norm on the output; sasrec = SASRec's reference layout: a norm on the input, norm
     # after each residual sum, GELU, 4x feed-forward
     block: Literal["pre_norm", "sasrec"] = "pre_norm"
+    # the item tower (gamerec.model.ITEM_TOWERS): features = id, brand, price and description embeddings
+    # through a linear layer (or MLP); id = the item id's embedding alone (SASRec's; no features to learn from)
+    item_tower: Literal["features", "id"] = "features"
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:

@@ -38,7 +38,7 @@ from gamerec.baselines import Scorer, UserEmbedder
 from gamerec.config import EvaluateParams
 from gamerec.csr import Csr
 from gamerec.interactions import InteractionIndex, draw_unseen, interaction_index, is_seen
-from gamerec.model import FEATURES, TwoTower
+from gamerec.model import TwoTower
 from gamerec.prepared import Holdout, Prepared
 from gamerec.retrieval import holdout_recall, rank_holdout
 
@@ -231,7 +231,7 @@ def write_ranks(path, holdout: Holdout, ranks: dict[str, torch.Tensor]) -> None:
 @torch.no_grad()
 def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float, precision: str = "float32",
                      users: int = 0, samples: int = 1000, seed: int = 0) -> dict:
-    """Validation recall@k with each item feature zeroed in turn ("none": nothing zeroed).
+    """Validation recall@k with each of the item tower's inputs zeroed in turn ("none": nothing zeroed).
 
     Ranks `users` of the ranked validation users (a seeded sample; 0 = all): the catalogue is
     ranked once per feature, and an ablation asks how much a feature matters, which a sample
@@ -240,7 +240,7 @@ def feature_ablation(model: TwoTower, data: EvalData, k: int, memory_mb: float, 
     that reading it cannot leak into model choices.
     """
     ranked = data.val_ranked.sample(users, seed)
-    runs = {"none": (), **{name: (name,) for name in FEATURES}}
+    runs = {"none": (), **{name: (name,) for name in model.item_tower.inputs}}
     per_user = {}
     for name, zero in runs.items():
         embed_users, item_emb = model_scorer(model, zero)

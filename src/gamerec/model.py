@@ -54,8 +54,8 @@ class ModelConfig:
 
         Forward, per positive: the user tower once (history pool, items x dim, weighted; its MLP;
         normalising, 3 x dim); the item tower for the positive and each of its `negatives`
-        (description mean, tokens x dim; price layer, 2 x 2 x dim; MLP from 4 x dim;
-        normalising); the scores: one dot product per item (bce), plus about 5 FLOPs a logit
+        (features: description mean, tokens x dim; price layer, 2 x 2 x dim; MLP from 4 x dim;
+        id: a lookup; then normalising); the scores: one dot product per item (bce), plus about 5 FLOPs a logit
         for a softmax, over its own items (sampled_softmax), the batch's and its own
         (batch_softmax), or the whole catalogue, whose item tower then runs once per batch
         (exact_softmax). Backward costs about twice forward: training is 3x forward.
@@ -69,7 +69,8 @@ class ModelConfig:
                 flops, width = flops + 2 * width * size, size
             return flops
 
-        item = tokens_per_item * d + 4 * d + mlp(4 * d) + 3 * d
+        towers = {"features": tokens_per_item * d + 4 * d + mlp(4 * d), "id": 0.0}  # an id tower only looks up
+        item = towers[arch.item_tower] + 3 * d
         parts = int(arch.user_id) + int(arch.history > 0)
         user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
         columns, extra_items = {"bce": (1 + negatives, 0.0), "sampled_softmax": (1 + negatives, 0.0),
@@ -175,11 +176,10 @@ class UserTower(_DataShapedBuffers):
         return self.mlp(torch.cat(parts, dim=-1)).reshape(*users.shape, -1)
 
 
-FEATURES = ("id", "brand", "price", "description")  # the item tower's inputs, in order
-
-
 class ItemTower(_DataShapedBuffers):
     """Item id + brand embeddings, price features and a description bag, then an MLP."""
+
+    inputs = ("id", "brand", "price", "description")  # in order; what `forward`'s `zero` can name
 
     def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
         super().__init__()
@@ -200,7 +200,7 @@ class ItemTower(_DataShapedBuffers):
         self.register_buffer("text_indices", text.indices)
 
     def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
-        """Item embeddings; features named in `zero` (see FEATURES) are zeroed, for ablations."""
+        """Item embeddings; features named in `zero` (see `inputs`) are zeroed, for ablations."""
         flat_items = items.reshape(-1)
         owner, tokens = Csr(self.text_indptr, self.text_indices).gather(flat_items)
         offsets = torch.searchsorted(owner, torch.arange(len(flat_items), device=items.device))
@@ -211,6 +211,29 @@ class ItemTower(_DataShapedBuffers):
             "description": self.text(tokens, offsets).reshape(*items.shape, -1),
         }
         return self.mlp(torch.cat([p * 0 if name in zero else p for name, p in parts.items()], dim=-1))
+
+
+class IdItemTower(nn.Module):
+    """The item id's embedding alone, as SASRec's item table: one learned vector per item, no layer after it.
+
+    Where items have no brand, price or description (the real 2014 sample), the feature
+    tower's linear layer over [id, 0, 0, 0] only multiplies one small factor by another:
+    with small initial weights (`init: normal`) both start near zero and learn slowly.
+    """
+
+    inputs = ("id",)
+
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
+        super().__init__()
+        self.item = nn.Embedding(cfg.num_items, cfg.arch.dim)
+
+    def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
+        """Item embeddings; zeroed when `zero` names "id" (the ablation's "no input")."""
+        embedded = self.item(items)
+        return embedded * 0 if "id" in zero else embedded
+
+
+ITEM_TOWERS = {"features": ItemTower, "id": IdItemTower}
 
 
 START = -1  # the attention tower's first token of every sequence: "nothing chosen yet" (0 is padding)
@@ -274,7 +297,7 @@ class AttentionTower(_DataShapedBuffers):
 
     EMBED_ROWS = 2048  # users per pass outside training, sorted by their window's length
 
-    def __init__(self, cfg: ModelConfig, item_tower: "ItemTower", history: Csr | None = None):
+    def __init__(self, cfg: ModelConfig, item_tower: ItemTower | IdItemTower, history: Csr | None = None):
         super().__init__()
         arch = self.arch = cfg.arch
         self.item_tower = item_tower  # shared: the history is embedded as the catalogue is
@@ -398,7 +421,7 @@ class TwoTower(nn.Module):
     def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None, history: Csr | None = None):
         super().__init__()
         self.config = cfg
-        self.item_tower = ItemTower(cfg, features)
+        self.item_tower = ITEM_TOWERS[cfg.arch.item_tower](cfg, features)
         self.user_tower = USER_TOWERS[cfg.arch.user_tower](cfg, self.item_tower, history)
 
     def forward(
