@@ -398,5 +398,8 @@ def test_the_sasrec_layout_norms_the_input_and_every_residual_sum_with_a_4x_gelu
         torch.testing.assert_close(x.mean(-1), torch.zeros(1, 4), atol=1e-5, rtol=0)
         torch.testing.assert_close(x.var(-1, unbiased=False), torch.ones(1, 4), atol=1e-3, rtol=0)
     assert isinstance(tower.norm, torch.nn.Identity)  # no second norm on the output
+    with torch.no_grad():  # and no layer after the blocks: the user is the last block's output
+        torch.testing.assert_close(tower.encode(tokens), blocks_out)
     pre = attention_model(history=4).user_tower
     assert pre.blocks.layers[0].linear1.out_features == 16 and isinstance(pre.input_norm, torch.nn.Identity)
+    assert isinstance(pre.mlp[-1], torch.nn.Linear)  # pre-norm: a linear layer after the blocks' final norm

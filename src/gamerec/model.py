@@ -278,11 +278,14 @@ class BlockLayout:
     activation: str
     feedforward: int  # the feed-forward's width, per dim
     input_norm: bool  # a norm on item + position embeddings, before the blocks
+    output_layer: bool  # a linear layer (or MLP, `model.hidden`) after the blocks | the blocks' output is the user
 
 
-BLOCKS = {"pre_norm": BlockLayout(norm_first=True, activation="relu", feedforward=2, input_norm=False),
-          # SASRec's reference implementation (and RecBole's): post-norm, GELU, 4x, a norm on the input
-          "sasrec": BlockLayout(norm_first=False, activation="gelu", feedforward=4, input_norm=True)}
+BLOCKS = {"pre_norm": BlockLayout(norm_first=True, activation="relu", feedforward=2, input_norm=False, output_layer=True),
+          # SASRec's reference implementation (and RecBole's): post-norm, GELU, 4x, a norm on the input, and the
+          # last block's output is the user, with no layer after it: a linear layer at SASRec's N(0, 0.02)
+          # shrank the user vector about 6x and the whole tower learnt that much slower (docs/user_tower.md)
+          "sasrec": BlockLayout(norm_first=False, activation="gelu", feedforward=4, input_norm=True, output_layer=False)}
 
 
 class AttentionTower(_DataShapedBuffers):
@@ -313,7 +316,7 @@ class AttentionTower(_DataShapedBuffers):
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
         self.input_norm = nn.LayerNorm(arch.dim) if layout.input_norm else nn.Identity()
         self.norm = nn.LayerNorm(arch.dim) if layout.norm_first else nn.Identity()  # post-norm blocks end in one
-        self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout)
+        self.mlp = mlp(arch.dim, arch.hidden, arch.dim, arch.dropout) if layout.output_layer else nn.Identity()
         self.recency = nn.Parameter(torch.zeros(arch.history)) if arch.recency_bias else None
         self.input_dropout = nn.Dropout(arch.input_dropout)  # SASRec drops out its input embeddings too
         history = (history or Csr.empty(cfg.num_users)).torch()  # empty: a checkpoint's state_dict fills it in
