@@ -120,9 +120,37 @@ def test_the_pooling_tower_goes_as_arrays_any_other_as_the_checkpoint_and_an_id_
     assert json.loads((tmp_path / "serving" / "serving.json").read_text())["user_tower"] == "numpy"
     assert export.user_tower(tiny_model) == ("none", {})  # model.user_id: a list of games has no id
 
-    class AttentionTower(UserTower):
-        """Any tower but the pooling one itself."""
+    class OtherTower(UserTower):
+        """Any tower but the pooling one itself (and the attention tower: NumPy too)."""
 
-    pooled.user_tower.__class__ = AttentionTower
+    pooled.user_tower.__class__ = OtherTower
     kind, checkpoint = export.user_tower(pooled)
     assert kind == "torch" and set(checkpoint) == {"config", "state_dict"}
+
+
+@pytest.mark.parametrize("arch", [
+    dict(block="sasrec", item_tower="id", normalize=False, init="normal"),  # SASRec's layout: no layer after the blocks
+    dict(block="pre_norm", hidden=[12], recency_bias=True),  # a final norm, an MLP after it, a bias per distance
+])
+def test_the_attention_tower_goes_as_arrays_that_numpy_evaluates_as_the_model_does(prepared, tmp_path, arch):
+    from gamerec.csr import Csr
+    from gamerec.tower import NumpyAttentionTower
+
+    params = ModelParams(**{"dim": 8, "history": 4, "user_id": False, "user_tower": "attention", "heads": 2, **arch})
+    model = build(prepared, params, seed=0).eval()
+    with torch.no_grad():  # weights away from their initial values, so every one of them matters
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.3)
+    kind, arrays = export.user_tower(model)
+    assert kind == "numpy_attention" and arrays["items"].shape == (prepared.num_items - 1, 8)
+    np.savez(tmp_path / "tower.npz", **arrays)
+    tower = NumpyAttentionTower(tmp_path / "tower.npz")
+    # lists of items.parquet rows: empty, shorter than the window, as long, longer (START falls out)
+    lists = [[], [3], [5, 1, 7], [2, 4, 6, 8], [9, 1, 2, 3, 4, 5]]
+    indptr = np.cumsum([0] + [len(games) for games in lists])
+    got = tower.embed(Csr(indptr, np.array([g for games in lists for g in games], np.int64)))
+    with torch.no_grad():  # the model's own users: items are rows + 1 (0 is "unknown")
+        want = model.embed_users(torch.arange(len(lists)), history=Csr(torch.tensor(indptr),
+                                 torch.tensor([g + 1 for games in lists for g in games], dtype=torch.long)))
+    np.testing.assert_allclose(got, want.numpy(), rtol=1e-4, atol=1e-5)
+    assert not np.allclose(got[1], got[2])  # the lists give different users

@@ -237,7 +237,7 @@ print(json.dumps([before, "torch" in sys.modules]))
 
 def test_a_tower_numpy_cannot_run_is_the_checkpoint_with_pytorch_loaded_on_first_use(
         pool_model, prepared, models_dir, recommender, users, tmp_path, monkeypatch):
-    monkeypatch.setattr(export, "NUMPY_TOWERS", {})  # as for a tower other than the pooling one (e.g. attention)
+    monkeypatch.setattr(export, "NUMPY_TOWERS", {})  # as for a tower NumPy cannot run
     fallback = Recommender(write_export(pool_model, prepared, tmp_path / "serving"))
     assert isinstance(fallback.tower, TorchTower) and fallback.health()["user_tower"] == "torch"
     assert np.abs(fallback.tower.embed(fallback.known) - fallback.user_vectors).max() < 1e-5

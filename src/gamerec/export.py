@@ -37,7 +37,7 @@ from gamerec.config import ExportParams
 from gamerec.csr import Csr
 from gamerec.errors import GamerecError
 from gamerec.io import atomic_path, write_json, write_table
-from gamerec.model import TwoTower, UserTower
+from gamerec.model import BLOCKS, AttentionTower, TwoTower, UserTower
 from gamerec.prepared import Prepared
 from gamerec.recommender import FILES
 from gamerec.tower import FILES as TOWER_FILES
@@ -72,8 +72,24 @@ def pool_arrays(model: TwoTower) -> dict[str, np.ndarray]:
             **{name: np.array(flag) for name, flag in flags.items()}}
 
 
-NUMPY_TOWERS = {UserTower: pool_arrays}  # user towers serving evaluates in NumPy; any other goes as a checkpoint
+def attention_arrays(model: TwoTower) -> dict[str, np.ndarray]:
+    """The attention user tower as the arrays `tower.NumpyAttentionTower` evaluates: its weights under their names."""
+    tower, arch = model.user_tower, model.config.arch
+    layout = BLOCKS[arch.block]
+    items = model.item_tower(torch.arange(1, model.config.num_items))  # the blocks' inputs, items.parquet rows
+    weights = {"items": items} | {name: w for name, w in tower.state_dict().items()
+                                  if not name.startswith(("item_tower.", "history_"))}
+    flags = {"normalize": arch.normalize, "history": arch.history, "heads": arch.heads, "layers": arch.layers,
+             "norm_first": layout.norm_first, "input_norm": layout.input_norm, "activation": layout.activation,
+             "eps": tower.blocks.layers[0].norm1.eps}
+    return {**{name: w.detach().cpu().numpy().astype(np.float32) for name, w in weights.items()},
+            **{name: np.array(flag) for name, flag in flags.items()}}
+
+
+# user towers serving evaluates in NumPy, and their kind; any other goes as a checkpoint
+NUMPY_TOWERS = {UserTower: ("numpy", pool_arrays), AttentionTower: ("numpy_attention", attention_arrays)}
 WRITE_TOWER = {"numpy": lambda path, arrays: np.savez(path, **arrays),
+               "numpy_attention": lambda path, arrays: np.savez(path, **arrays),
                "torch": lambda path, checkpoint: torch.save(checkpoint, path)}
 
 
@@ -81,8 +97,11 @@ def user_tower(model: TwoTower) -> tuple[str, dict]:
     """How serving embeds a list of games (see gamerec.tower): the kind, and what its file holds."""
     if model.config.arch.user_id:  # a list of games has no user id
         return "none", {}
-    arrays = NUMPY_TOWERS.get(type(model.user_tower))
-    return ("torch", model.checkpoint()) if arrays is None else ("numpy", arrays(model))
+    numpy = NUMPY_TOWERS.get(type(model.user_tower))
+    if numpy is None:
+        return "torch", model.checkpoint()
+    kind, arrays = numpy
+    return kind, arrays(model)
 
 
 @torch.no_grad()
