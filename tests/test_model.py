@@ -176,7 +176,7 @@ def test_history_model_checkpoint_round_trip(tmp_path):
 def attention_model(history=4, **kw):
     torch.manual_seed(0)
     arch = dict(hidden=[], user_id=False, history=history, user_tower="attention", layers=2, heads=2,
-                attention_dropout=0.0, **kw)
+                **{"attention_dropout": 0.0, **kw})
     return TwoTower(config(**arch), features(), HISTORY).eval()
 
 
@@ -403,3 +403,17 @@ def test_the_sasrec_layout_norms_the_input_and_every_residual_sum_with_a_4x_gelu
     pre = attention_model(history=4).user_tower
     assert pre.blocks.layers[0].linear1.out_features == 16 and isinstance(pre.input_norm, torch.nn.Identity)
     assert isinstance(pre.mlp[-1], torch.nn.Linear)  # pre-norm: a linear layer after the blocks' final norm
+
+
+def test_the_sasrec_layout_drops_out_after_each_sublayer_but_not_inside_the_feed_forward():
+    sasrec = attention_model(history=4, block="sasrec", attention_dropout=0.5).user_tower.train()
+    pre = attention_model(history=4, attention_dropout=0.5).user_tower.train()
+    for layer in sasrec.blocks.layers:  # RecBole's FeedForward: dense, GELU, dense, dropout
+        assert isinstance(layer.dropout, torch.nn.Identity) and layer.dropout1.p == layer.dropout2.p == 0.5
+    layer = sasrec.blocks.layers[0]
+    x = torch.randn(3, 4, layer.linear1.in_features)
+    torch.manual_seed(0)
+    dropped = layer._ff_block(x)  # dropout2 only: each output either 0 or the undropped value x 2
+    full = layer.linear2(layer.activation(layer.linear1(x)))
+    assert torch.all((dropped == 0) | torch.isclose(dropped, full * 2, atol=1e-6))
+    assert all(layer.dropout.p == 0.5 for layer in pre.blocks.layers)

@@ -279,13 +279,17 @@ class BlockLayout:
     feedforward: int  # the feed-forward's width, per dim
     input_norm: bool  # a norm on item + position embeddings, before the blocks
     output_layer: bool  # a linear layer (or MLP, `model.hidden`) after the blocks | the blocks' output is the user
+    inner_dropout: bool  # dropout inside the feed-forward, after its activation (beside those after each sublayer)
 
 
-BLOCKS = {"pre_norm": BlockLayout(norm_first=True, activation="relu", feedforward=2, input_norm=False, output_layer=True),
-          # SASRec's reference implementation (and RecBole's): post-norm, GELU, 4x, a norm on the input, and the
-          # last block's output is the user, with no layer after it: a linear layer at SASRec's N(0, 0.02)
-          # shrank the user vector about 6x and the whole tower learnt that much slower (docs/user_tower.md)
-          "sasrec": BlockLayout(norm_first=False, activation="gelu", feedforward=4, input_norm=True, output_layer=False)}
+BLOCKS = {"pre_norm": BlockLayout(norm_first=True, activation="relu", feedforward=2, input_norm=False, output_layer=True,
+                                  inner_dropout=True),
+          # RecBole's SASRec (the reference implementation's layout, with GELU): post-norm, 4x, a norm on the
+          # input, no dropout inside the feed-forward, and the last block's output is the user, with no layer
+          # after it: a linear layer at SASRec's N(0, 0.02) shrank the user vector about 6x and the whole
+          # tower learnt that much slower (docs/user_tower.md)
+          "sasrec": BlockLayout(norm_first=False, activation="gelu", feedforward=4, input_norm=True, output_layer=False,
+                                inner_dropout=False)}
 
 
 class AttentionTower(_DataShapedBuffers):
@@ -313,6 +317,8 @@ class AttentionTower(_DataShapedBuffers):
         block = layer(arch.dim, arch.heads, dim_feedforward=layout.feedforward * arch.dim,
                       dropout=arch.attention_dropout, activation=layout.activation, batch_first=True,
                       norm_first=layout.norm_first)
+        if not layout.inner_dropout:
+            block.dropout = nn.Identity()  # the one between the feed-forward's two layers (dropout1/2 stay)
         self.blocks = nn.TransformerEncoder(block, arch.layers, enable_nested_tensor=False)
         self.input_norm = nn.LayerNorm(arch.dim) if layout.input_norm else nn.Identity()
         self.norm = nn.LayerNorm(arch.dim) if layout.norm_first else nn.Identity()  # post-norm blocks end in one
