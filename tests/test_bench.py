@@ -53,6 +53,10 @@ def test_flop_count_by_hand():
     # an id-only item tower looks its row up: normalising (12) is all it computes
     ids = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False, item_tower="id"))
     assert ids.flops_per_positive("bce", 8, 4.0, 2.0, 10.0) == 3 * (68 + 5 * 12 + 5 * 8)
+    # the id plus a layer over the rest: 2 tokens x 4 + price 16 + mlp 2*12*4 + the sum 4 + norm 12 = 136
+    plus = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False,
+                                                      item_tower="id_plus_features"))
+    assert plus.flops_per_positive("bce", 8, 4.0, 2.0, 10.0) == 3 * (68 + 5 * 136 + 5 * 8)
 
 
 @pytest.mark.e2e

@@ -343,6 +343,23 @@ def test_the_id_item_tower_is_the_id_s_embedding_alone_and_round_trips(tmp_path)
     torch.testing.assert_close(loaded.embed_items(items), m.embed_items(items))
 
 
+def test_the_id_plus_features_tower_adds_a_layer_over_the_features_to_the_id_s_own_vector(tmp_path):
+    m = attention_model(item_tower="id_plus_features", normalize=False)
+    tower, items = m.item_tower, torch.tensor([1, 2, 3, 4])
+    assert tower.mlp[0].in_features == 3 * 8 and tower.inputs == ("id", "brand", "price", "description")
+    parts = tower.parts(items)
+    layer = tower.mlp[0]  # the id's vector, plus one linear layer over [brand, price, description], by hand
+    want = (parts["id"] + parts["brand"] @ layer.weight[:, :8].T + parts["price"] @ layer.weight[:, 8:16].T
+            + parts["description"] @ layer.weight[:, 16:].T + layer.bias)
+    torch.testing.assert_close(m.embed_items(items), want)
+    # with no features, items are their id vectors plus one shared vector: their differences are the ids'
+    bare = m.embed_items(items, ("brand", "price", "description"))
+    torch.testing.assert_close(bare - bare[0], (tower.item.weight[items] - tower.item.weight[1]).detach())
+    torch.save(m.checkpoint(), tmp_path / "m.pt")
+    loaded = TwoTower.from_checkpoint(torch.load(tmp_path / "m.pt", weights_only=True)).eval()
+    torch.testing.assert_close(loaded.embed_items(items), m.embed_items(items))
+
+
 def test_attention_params_are_checked():
     from gamerec.errors import GamerecError
 

@@ -174,8 +174,9 @@ class ModelParams:
     # after each residual sum, GELU, 4x feed-forward
     block: Literal["pre_norm", "sasrec"] = "pre_norm"
     # the item tower (gamerec.model.ITEM_TOWERS): features = id, brand, price and description embeddings
-    # through a linear layer (or MLP); id = the item id's embedding alone (SASRec's; no features to learn from)
-    item_tower: Literal["features", "id"] = "features"
+    # through a linear layer (or MLP); id = the item id's embedding alone (SASRec's; no features to learn from);
+    # id_plus_features = the id's embedding plus a linear layer (or MLP) over brand, price and description
+    item_tower: Literal["features", "id", "id_plus_features"] = "features"
 
     def __post_init__(self) -> None:
         if not self.user_id and self.history == 0:

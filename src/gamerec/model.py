@@ -69,7 +69,8 @@ class ModelConfig:
                 flops, width = flops + 2 * width * size, size
             return flops
 
-        towers = {"features": tokens_per_item * d + 4 * d + mlp(4 * d), "id": 0.0}  # an id tower only looks up
+        towers = {"features": tokens_per_item * d + 4 * d + mlp(4 * d), "id": 0.0,  # an id tower only looks up
+                  "id_plus_features": tokens_per_item * d + 4 * d + mlp(3 * d) + d}
         item = towers[arch.item_tower] + 3 * d
         parts = int(arch.user_id) + int(arch.history > 0)
         user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
@@ -199,8 +200,8 @@ class ItemTower(_DataShapedBuffers):
         self.register_buffer("text_indptr", text.indptr)
         self.register_buffer("text_indices", text.indices)
 
-    def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
-        """Item embeddings; features named in `zero` (see `inputs`) are zeroed, for ablations."""
+    def parts(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+        """Each input's embedding of `items`, in `inputs` order; those named in `zero` zeroed (ablations)."""
         flat_items = items.reshape(-1)
         owner, tokens = Csr(self.text_indptr, self.text_indices).gather(flat_items)
         offsets = torch.searchsorted(owner, torch.arange(len(flat_items), device=items.device))
@@ -210,7 +211,29 @@ class ItemTower(_DataShapedBuffers):
             "price": self.price(self.price_of[items]),
             "description": self.text(tokens, offsets).reshape(*items.shape, -1),
         }
-        return self.mlp(torch.cat([p * 0 if name in zero else p for name, p in parts.items()], dim=-1))
+        return {name: p * 0 if name in zero else p for name, p in parts.items()}
+
+    def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
+        """Item embeddings; features named in `zero` (see `inputs`) are zeroed, for ablations."""
+        return self.mlp(torch.cat(list(self.parts(items, zero).values()), dim=-1))
+
+
+class IdPlusFeaturesItemTower(ItemTower):
+    """The item id's embedding plus a linear layer (or MLP) over brand, price and description.
+
+    Where items have no features (the real 2014 sample) this is the id tower plus one vector
+    shared by every item; where they have them, they add to what the id learnt. Unlike the
+    feature tower, the id's own vector is not multiplied by a layer: under small initial
+    weights (`init: normal`) that product starts near zero and learns slowly (docs/user_tower.md).
+    """
+
+    def __init__(self, cfg: ModelConfig, features: ItemFeatures | None = None):
+        super().__init__(cfg, features)
+        self.mlp = mlp(3 * cfg.arch.dim, cfg.arch.hidden, cfg.arch.dim, cfg.arch.dropout)  # brand, price, description
+
+    def forward(self, items: torch.Tensor, zero: tuple[str, ...] = ()) -> torch.Tensor:
+        parts = self.parts(items, zero)
+        return parts.pop("id") + self.mlp(torch.cat(list(parts.values()), dim=-1))
 
 
 class IdItemTower(nn.Module):
@@ -233,7 +256,7 @@ class IdItemTower(nn.Module):
         return embedded * 0 if "id" in zero else embedded
 
 
-ITEM_TOWERS = {"features": ItemTower, "id": IdItemTower}
+ITEM_TOWERS = {"features": ItemTower, "id": IdItemTower, "id_plus_features": IdPlusFeaturesItemTower}
 
 
 START = -1  # the attention tower's first token of every sequence: "nothing chosen yet" (0 is padding)
