@@ -81,10 +81,11 @@ def train(prepared: Prepared, sampler: str, model_params: config.ModelParams, pa
     write_json(where.train_metrics, metrics)
     write_json(where.train_report, report)
     Path(where.train_state).unlink(missing_ok=True)  # finished: nothing left to resume
-    profile.record("train", sampler=sampler, seconds=result.seconds, examples=len(examples),
-                   positives_per_second=result.positives_per_second, processes=dist.world)
+    profile.record("train", sampler=sampler, seconds=result.seconds, seconds_to_best=result.seconds_to_best,
+                   examples=len(examples), positives_per_second=result.positives_per_second, processes=dist.world)
     print(f"train: {sampler}, best epoch {result.best_epoch} of {len(result.history)}, {recall} "
-          f"{result.best_recall:.4f}; {result.seconds:.1f} s, {result.positives_per_second:.0f} positives/s "
+          f"{result.best_recall:.4f}; {result.seconds:.1f} s ({result.seconds_to_best:.1f} s to the best epoch), "
+          f"{result.positives_per_second:.0f} positives/s "
           "(steady state)" + (f", {dist.world} processes" if dist.world > 1 else ""))
 
 

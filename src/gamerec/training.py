@@ -257,6 +257,7 @@ class TrainResult:
     best_recall: float
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0  # wall time of the whole fit, validation included
+    seconds_to_best: float = 0.0  # wall time until the best epoch's validation ended (this run's own epochs)
     positives_per_second: float = 0.0  # steady state: training positives through the optimiser per
     # second, after the first WARMUP_BATCHES batches of this run (allocator and caches warm)
 
@@ -336,7 +337,10 @@ def fit(
         bar.set_postfix(loss=f"{row['loss']:.4f}", recall=f"{recall:.4f}")
         if on_epoch:
             on_epoch(row)
-        waited = 0 if best.keep(model, epoch, recall) else waited + 1
+        if best.keep(model, epoch, recall):
+            waited, best.seconds_to_best = 0, time.perf_counter() - start
+        else:
+            waited += 1
         if resume:
             _save_state(resume, model, opt, generator, dist, best, epoch, waited, ex)
     bar.close()
