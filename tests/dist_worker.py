@@ -24,6 +24,7 @@ CASES = [  # (sampler, mixed negatives, optimizer, loss, user tower): each negat
     ("out_batch", 0, "adam", "sampled_softmax", "pool"), ("also_view", 0, "adam", "auto", "pool"),
     ("also_view", 0, "lazy_adam", "batch_softmax", "pool"), ("mined", 0, "adam", "exact_softmax", "pool"),
     ("in_batch", 0, "lazy_adam", "auto", "attention"), ("out_batch", 0, "adam", "sampled_softmax", "attention"),
+    ("in_batch", 0, "lazy_adam", "auto", "sasrec"),  # the default's layout and item tower
 ]
 BATCH = 101  # odd: the two processes' parts differ in size
 
@@ -31,7 +32,9 @@ BATCH = 101  # odd: the two processes' parts differ in size
 ARCHS = {"pool": ModelParams(dim=16, hidden=[8], dropout=0.0, temperature=0.1, history=5, user_id=True, causal=True,
                               pooling="recency"),
          "attention": ModelParams(dim=16, hidden=[8], temperature=0.1, history=5, user_tower="attention",
-                                  attention_dropout=0.0)}
+                                  attention_dropout=0.0),
+         "sasrec": ModelParams(dim=16, temperature=0.1, history=5, user_tower="attention", layers=3, block="sasrec",
+                               item_tower="id_plus_features", init="normal", attention_dropout=0.0, input_dropout=0.0)}
 
 
 def build(folder: Path, sampler: str, mixed: int, tower: str = "pool") -> tuple[model.TwoTower, Examples]:
