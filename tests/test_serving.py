@@ -445,6 +445,13 @@ def test_cli_table_and_k_bounds(models_dir, users):
     assert both.returncode == 2 and "not allowed with argument" in both.stderr
 
 
+def test_a_reader_that_stops_early_ends_the_cli_without_a_traceback(models_dir, users):
+    # `gamerec recommend ... | head -1`: the pipe closes after the first line
+    piped = subprocess.run(f"'{GAMEREC}' recommend --user {users.iloc[1]} -k 50 --models '{models_dir}' | head -1",
+                           shell=True, capture_output=True, text=True, timeout=60)
+    assert piped.returncode == 0 and len(piped.stdout.splitlines()) == 1 and "Traceback" not in piped.stderr
+
+
 def test_the_openapi_schema_is_typed_and_documents_the_errors(served):
     _, _, schema = request(served.url + "/openapi.json")
     text = json.dumps(schema)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -282,4 +283,8 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """The `gamerec` console script."""
     args = parser().parse_args(argv)
-    run_stage(lambda: args.run(args), interrupted="interrupted", share_cores=False)
+    try:
+        run_stage(lambda: args.run(args), interrupted="interrupted", share_cores=False)
+    except BrokenPipeError:  # the reader went away (`gamerec recommend ... | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # Python's own flush at exit would fail again
+        sys.exit(1)
