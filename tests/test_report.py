@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+import yaml
 
 from gamerec import experiments, report
 from gamerec.errors import GamerecError
@@ -137,6 +138,8 @@ def linked_images(markdown: str) -> list[str]:
 
 @pytest.mark.e2e
 def test_pr_report_holds_the_metrics_and_params_diffs_and_links_plots_that_exist(pr_repo):
+    from test_pipeline import run
+
     result = gamerec(pr_repo, "report", "pr", "--base", "main", "--out", "report")
     assert result.returncode == 0, result.stderr
     markdown = (pr_repo / "report/pr.md").read_text()
@@ -145,7 +148,8 @@ def test_pr_report_holds_the_metrics_and_params_diffs_and_links_plots_that_exist
     assert re.search(r"\| metrics/eval.json +\| model.recall@10 +\|", metrics)
     assert "| Path " in metrics and "| main " in metrics and "popularity." not in metrics  # baselines do not move
     params = markdown.split("### Params")[1].split("### Plots")[0]
-    assert re.search(r"\| params.yaml +\| train.lr +\| 0.02 +\| 0.05 +\|", params)
+    main_lr = yaml.safe_load(run(pr_repo, "git", "show", "main:params.yaml").stdout)["train"]["lr"]
+    assert main_lr != 0.05 and re.search(rf"\| params.yaml +\| train.lr +\| {re.escape(str(main_lr))} +\| 0.05 +\|", params)
     assert len(re.findall(r"^\| params.yaml", params, flags=re.M)) == 1  # the one param that differs
     images = linked_images(markdown)
     assert images == ["pr-recall.png", "pr-training.png"]

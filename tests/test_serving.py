@@ -15,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import urllib.error
 import urllib.request
 from contextlib import contextmanager
@@ -33,6 +34,8 @@ from gamerec.evaluation import load_eval_data, model_scorer
 from gamerec.model import build
 from gamerec.recommender import MAX_BATCH, MAX_ITEMS, NEEDS_NO_USER_ID, Recommender
 from gamerec.retrieval import rank_holdout
+from gamerec import tower
+from gamerec.api import Health
 from gamerec.tower import NumpyTower, TorchTower
 
 GAMEREC = str(Path(sys.executable).parent / "gamerec")  # the console script pip installed
@@ -161,6 +164,11 @@ def test_health_names_the_model_index_tower_and_platforms(served, prepared_dir):
     assert body["index"] == "flat" and body["items"] > 0 and body["users"] > 0 and body["user_tower"] == "numpy"
     assert body["platforms"] == ["Nintendo Switch", "PlayStation 4", "Xbox One"]  # the synthetic data's, of 3
     assert headers["x-model-version"] == VERSION
+
+
+def test_health_can_name_every_tower_kind_export_writes():
+    kinds = typing.get_args(Health.model_fields["user_tower"].annotation)
+    assert set(kinds) == set(tower.FILES) | {"none"}  # a kind the schema lacks would make /v1/health a 500
 
 
 def test_service_cli_and_library_give_the_same_answer(served, models_dir, recommender, users):

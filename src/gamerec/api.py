@@ -116,7 +116,7 @@ class Health(BaseModel):
     index: Literal["flat", "hnsw"]
     items: int
     users: int
-    user_tower: Literal["numpy", "torch", "none"] = Field(
+    user_tower: Literal["numpy", "numpy_attention", "torch", "none"] = Field(
         description="how lists of games are embedded; none: this model cannot (it needs the user id)")
     platforms: list[str] = Field(description="the values the platform filter takes")
 
