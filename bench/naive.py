@@ -27,7 +27,7 @@ from torch.utils.data import DataLoader, Dataset, default_collate
 from gamerec import config, losses, model
 from gamerec.csr import Csr
 from gamerec.distributed import Dist
-from gamerec.model import TwoTower
+from gamerec.model import IdItemTower, IdPlusFeaturesItemTower, ItemTower, TwoTower, UserTower
 from gamerec.prepared import ItemFeatures, Prepared
 from gamerec.samplers import read_negatives
 from gamerec.training import Examples
@@ -89,15 +89,29 @@ def _normalized(model: TwoTower, x: torch.Tensor) -> torch.Tensor:
     return F.normalize(x, dim=-1) if model.config.arch.normalize else x
 
 
+def _features(tower: ItemTower, items: torch.Tensor, batch: dict[str, torch.Tensor]) -> list[torch.Tensor]:
+    """Brand, price and description embeddings of a collated batch (descriptions: padded bags, token 0 ignored)."""
+    return [tower.brand(batch["brand"]), tower.price(batch["price"]),
+            tower.text(batch["description"].reshape(items.numel(), -1)).reshape(*items.shape, -1)]
+
+
+# each item tower's embeddings from a collated batch, with the tower's own layers (gamerec.model.ITEM_TOWERS)
+ITEM_TOWERS = {
+    ItemTower: lambda tower, items, batch: tower.mlp(torch.cat([tower.item(items), *_features(tower, items, batch)], -1)),
+    IdPlusFeaturesItemTower: lambda tower, items, batch: tower.item(items) + tower.mlp(
+        torch.cat(_features(tower, items, batch), -1)),
+    IdItemTower: lambda tower, items, batch: tower.item(items),
+}
+
+
 def naive_loss(model: TwoTower, batch: dict[str, torch.Tensor], params: config.TrainParams, loss_name: str,
                seen: Csr | None = None) -> torch.Tensor:
     """The loss of a collated batch, the embeddings computed from it with the model's own layers."""
-    tower, b = model.item_tower, len(batch["user"])
     items = torch.cat([batch["positive"][:, None], batch["negatives"]], dim=1)  # [b, 1 + K]
-    parts = [tower.item(items), tower.brand(batch["brand"]), tower.price(batch["price"]),
-             tower.text(batch["description"].reshape(items.numel(), -1)).reshape(*items.shape, -1)]
-    item_emb = _normalized(model, tower.mlp(torch.cat(parts, dim=-1)))  # a [B, L] bag, padding_idx 0: mean of real tokens
+    item_emb = _normalized(model, ITEM_TOWERS[type(model.item_tower)](model.item_tower, items, batch))
     users = model.user_tower
+    if not isinstance(users, UserTower):
+        raise SystemExit(f"bench/naive.py: the per-row loop feeds the pool user tower, not {type(users).__name__}")
     parts = [users.embedding(batch["user"])] if users.embedding is not None else []
     if users.pooled:
         history = batch["history"]

@@ -2,6 +2,7 @@
 
     python bench/run.py --size small      # the default synthetic data set (about 2 minutes)
     python bench/run.py --size 5m         # 5 million reviews, 1 million users, 100k items
+    python bench/run.py --set model.user_tower=pool   # any param of params.yaml, as dvc exp run -S
 
 Each stage runs as its own process (the real `stages/*.py` in a scratch folder with its own
 params.yaml), so its wall time and peak resident memory (the OS's, from wait4) are its own.
@@ -10,7 +11,9 @@ the full catalogue (the ALS grid is off: it is a baseline, not the pipeline). In
 run, two references turn the figures into ratios that survive a noisy machine:
 
 - the per-row loop of `bench/naive.py` (a per-row Dataset and collate, the same model)
-  gives `speedup_vs_per_row` for each sampler's steady-state training rate;
+  gives `speedup_vs_per_row` for each sampler's steady-state training rate; it feeds the
+  pool user tower only (`--set model.user_tower=pool`), one positive per example, where the
+  attention tower trains on whole sequences;
 - `bench/machine.py` measures float32 matmul at the evaluation's shapes and the memory copy
   bandwidth; the ranking step's FLOP rate is reported as a fraction of that matmul rate,
   and training's from its FLOP count per positive (`ModelConfig.flops_per_positive`).
@@ -44,6 +47,7 @@ from gamerec.retrieval import chunk_rows  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
 SAMPLERS = ("out_batch", "also_view", "in_batch")  # in_batch last: evaluate ranks its model, the default
+PER_ROW_TOWERS = ("pool",)  # the user towers bench/naive.py can feed one example at a time
 # what `dvc repro` runs (one train, the in_batch default): the report's pipeline_seconds
 PIPELINE = ("synthesize", "prepare", *(f"sample_negatives@{s}" for s in SAMPLERS), "train@in_batch", "evaluate", "export")
 SIZES = {  # synthetic params; the rest of params.yaml stays as the repository has it
@@ -57,10 +61,22 @@ SIZES = {  # synthetic params; the rest of params.yaml stays as the repository h
 }
 
 
+def set_param(params: dict, assignment: str) -> None:
+    """Apply `KEY=VALUE` (a dotted key of params.yaml, the value read as YAML), as `dvc exp run -S` would."""
+    key, equals, value = assignment.partition("=")
+    *groups, name = key.split(".")
+    group = params
+    for part in groups:
+        group = group.get(part) if isinstance(group, dict) else None
+    if not equals or not isinstance(group, dict) or name not in group:
+        raise SystemExit(f"bench: --set {assignment}: expected KEY=VALUE with KEY a param of params.yaml")
+    group[name] = yaml.safe_load(value)
+
+
 class Bench:
     """A scratch folder with params.yaml, and the stages run in it one process at a time."""
 
-    def __init__(self, workdir: Path, size: str, device: str = "cpu"):
+    def __init__(self, workdir: Path, size: str, device: str = "cpu", sets: tuple[str, ...] = ()):
         self.dir = workdir
         self.profile = workdir / "profile.jsonl"
         params = yaml.safe_load((REPO / "params.yaml").read_text())
@@ -71,6 +87,8 @@ class Bench:
         for group in ("train", "evaluate", "export"):  # every heavy stage on the one device
             params[group]["device"] = device
         params["evaluate"]["als"]["enabled"] = False
+        for assignment in sets:
+            set_param(params, assignment)
         self.params = params
         self.write_params()
 
@@ -124,6 +142,8 @@ def main() -> None:
                         help="timed batches of the per-row loop per sampler (0: no per-row loop)")
     parser.add_argument("--train", nargs="+", choices=SAMPLERS, default=list(SAMPLERS),
                         help="samplers trained, one epoch each (in_batch among them: evaluate ranks its model)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param of params.yaml for every stage (e.g. model.user_tower=pool)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="train, evaluate and export on this device (cuda: the GPU check, rates against its matmul)")
     args = parser.parse_args()
@@ -133,7 +153,7 @@ def main() -> None:
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix=f"gamerec-bench-{args.size}-"))
     workdir.mkdir(parents=True, exist_ok=True)
     try:
-        report = run_all(Bench(workdir, args.size, args.device), args)
+        report = run_all(Bench(workdir, args.size, args.device, tuple(args.set)), args)
     finally:
         if args.workdir is None:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -183,7 +203,9 @@ def run_all(bench: Bench, args: argparse.Namespace) -> dict:
             "gflops": round(ours * flops / 1e9, 1),
             "fraction_of_matmul": _fraction(ours * flops / 1e9, matmul),
         })
-        if args.naive_batches:
+        if args.naive_batches and bench.params["model"]["user_tower"] not in PER_ROW_TOWERS:
+            step["per_row_reference"] = f"none: the per-row loop feeds the {' or '.join(PER_ROW_TOWERS)} user tower"
+        elif args.naive_batches:
             naive = bench.run(f"per_row@{s}", str(REPO / "bench" / "naive.py"), "--workdir", ".",
                               "--sampler", s, "--batches", str(args.naive_batches))
             naive.update(json.loads((bench.dir / "logs" / f"per_row_{s}.log").read_text().splitlines()[-1]))

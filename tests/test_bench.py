@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 import torch
 from torch.utils.data import DataLoader
 
@@ -23,12 +24,13 @@ import naive  # noqa: E402
 
 @pytest.mark.parametrize("sampler", ["out_batch", "in_batch", "also_view", "mined"])
 @pytest.mark.parametrize("causal", [True, False])
-def test_the_per_row_loop_computes_the_same_loss(prepared, sampler, causal):
+@pytest.mark.parametrize("item_tower", ["features", "id_plus_features", "id"])
+def test_the_per_row_loop_computes_the_same_loss(prepared, sampler, causal, item_tower):
     negatives = sample(sampler, prepared.train_positives())
     ex = Examples.from_frame(negatives.examples, negatives.manifest)
     # dropout 0.1 and temperature 0.1: the defaults this test was written for (no hidden layer: no dropout)
     arch = ModelParams(dim=16, hidden=[], dropout=0.1, temperature=0.1, history=5, user_id=False, causal=causal,
-                       pooling="recency")
+                       pooling="recency", item_tower=item_tower)
     model = models.build(prepared, arch, seed=0)
     torch.nn.init.normal_(model.user_tower.recency)  # unequal recency weights, so the window order matters
     idx = torch.randperm(len(ex), generator=torch.Generator().manual_seed(1))[:64]
@@ -60,9 +62,11 @@ def test_flop_count_by_hand():
 
 
 @pytest.mark.e2e
-def test_bench_reports_every_step(tmp_path):
+@pytest.mark.parametrize("user_tower", ["pool", "attention"])
+def test_bench_reports_every_step(tmp_path, user_tower):
     out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--size", "tiny", "--naive-batches", "2",
-                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=600)
+                          "--set", f"model.user_tower={user_tower}", "--workdir", str(tmp_path)],
+                         capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-2000:]
     report = json.loads(out.stdout)
     steps = report["steps"]
@@ -71,8 +75,12 @@ def test_bench_reports_every_step(tmp_path):
     assert list(steps) == expected
     for name, step in steps.items():
         assert step["seconds"] > 0 and 0.01 < step["peak_rss_gib"] < 8, name
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text())["model"]["user_tower"] == user_tower
     for s in ("out_batch", "also_view", "in_batch"):
         train = steps[f"train@{s}"]
+        if user_tower == "attention":  # it trains on sequences: no per-row reference, and the report says so
+            assert "per_row_positives_per_second" not in train and train["per_row_reference"].startswith("none")
+            continue
         ratio = train["positives_per_second"] / train["per_row_positives_per_second"]
         assert train["speedup_vs_per_row"] == pytest.approx(ratio, abs=0.051)  # printed to one decimal
     assert steps["evaluate"]["users_ranked"] == report["data"]["users"]
@@ -83,6 +91,13 @@ def test_bench_reports_every_step(tmp_path):
     table = subprocess.run([sys.executable, str(BENCH / "table.py"), str(tmp_path / "tiny.json")],
                            capture_output=True, text=True, check=True).stdout
     assert "| train@in_batch | " in table and "| tiny | out_batch | " in table
+
+
+def test_bench_names_a_param_it_cannot_set(tmp_path):
+    out = subprocess.run([sys.executable, str(BENCH / "run.py"), "--size", "tiny", "--set", "model.tower=pool",
+                          "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1 and out.stderr.strip().splitlines() == [
+        "bench: --set model.tower=pool: expected KEY=VALUE with KEY a param of params.yaml"]
 
 
 def _report(size: str, scale: float) -> dict:

@@ -120,7 +120,9 @@ def test_the_last_experiment_diffs_against_main_read_from_git(ran):
     diff = dvc(repo, "metrics", "diff", "main")  # main's metrics are in git: no remote needed
     assert diff.returncode == 0 and "failed" not in (diff.stdout + diff.stderr).lower(), diff.stderr
     changed = dvc(repo, "exp", "diff")
-    assert changed.returncode == 0 and "model.recall@10" in changed.stdout and "sampler" in changed.stdout
+    # the model's metrics that moved (on tiny data one may not: recall@10 is a count of hits over few users)
+    assert changed.returncode == 0 and re.search(r"^metrics/eval.json +model\.", changed.stdout, flags=re.M)
+    assert re.search(r"^params.yaml +sampler +in_batch +also_view", changed.stdout, flags=re.M)
     rows = list(csv.DictReader(dvc(repo, "exp", "show", "--no-pager", "--csv").stdout.splitlines()))
     main = next(row for row in rows if row["rev"] == "main")
     assert float(main["model.recall@10"]) > 0 and float(main["val_recall@10"]) > 0
