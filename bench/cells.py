@@ -2,6 +2,8 @@
 
     python bench/cells.py --data synthetic              # the default data (40 minutes with the pool tower; not timed since)
     python bench/cells.py --data real --raw data/raw/video_games_2014   # a folder DVC tracks (dvc add)
+    python bench/cells.py --data real --raw ... --prefix real-pool --set model.user_tower=pool ...  # other fixed params
+    python bench/cells.py --data real --raw ... --best cells-real.json   # chosen points known: test the cells only
 
 1. For every cell, a grid of `model.temperature` x `train.lr` is queued as DVC experiments
    of the `train` stage only (validation recall; test is never computed), and the queue runs
@@ -39,20 +41,19 @@ GRID = {"model.temperature": [0.1, 0.2], "train.lr": [0.001, 0.003]}
 METRICS = ["recall@10", "ndcg@10", "auc", "auc_also_view", "coverage@10", "popularity_percentile@10"]
 
 
-def cell_name(data: str, sampler: str, loss: str) -> str:
-    return f"{data}-{sampler}-{loss}".replace("_", "")
+def cell_name(prefix: str, sampler: str, loss: str) -> str:
+    return f"{prefix}-{sampler}-{loss}".replace("_", "")
 
 
 def data_params(data: str, raw: str | None) -> dict[str, str]:
     return {} if data == "synthetic" else {"prepare.raw_dir": raw, "prepare.min_interactions": "1"}
 
 
-def tune_cells(data: str, fixed: dict[str, str], grid: dict[str, list], jobs: int, budget: float) -> dict[str, dict]:
+def tune_cells(prefix: str, fixed: dict[str, str], grid: dict[str, list], jobs: int, budget: float) -> dict[str, dict]:
     """Queue every cell's grid, run it, and return each cell's best point (its params) on validation."""
     names = {}
     for sampler, loss in CELLS:
-        prefix = cell_name(data, sampler, loss) + "-grid"
-        names[(sampler, loss)] = tuning.queue(prefix, tuning.points(grid), {**fixed, "sampler": sampler,
+        names[(sampler, loss)] = tuning.queue(cell_name(prefix, sampler, loss) + "-grid", tuning.points(grid), {**fixed, "sampler": sampler,
                                                                            "train.loss": loss}, "train")
     print(f"cells: {sum(map(len, names.values()))} grid experiments queued", file=sys.stderr, flush=True)
     tuning.run_queue(jobs, budget)
@@ -66,21 +67,27 @@ def tune_cells(data: str, fixed: dict[str, str], grid: dict[str, list], jobs: in
     return best
 
 
-def test_cells(data: str, fixed: dict[str, str], best: dict[str, dict], jobs: int, budget: float) -> None:
-    """Run each cell's chosen point through the whole pipeline (evaluate included), as named experiments."""
+def test_cells(prefix: str, fixed: dict[str, str], best: dict[str, dict], jobs: int, budget: float) -> None:
+    """Run each cell's chosen point through the whole pipeline (evaluate included), as named experiments.
+
+    A cell whose experiment exists already (an earlier, interrupted run) is not run again.
+    """
+    done = {rev.get("name") for rev in experiments.revisions(experiments.show())}
     for (sampler, loss), point in best.items():
+        if cell_name(prefix, sampler, loss) + "-1" in done:
+            continue
         sets = {**fixed, "sampler": sampler, "train.loss": loss, "model.temperature": point["model.temperature"],
                 "train.lr": point["train.lr"]}
-        tuning.queue(cell_name(data, sampler, loss), [{}], sets, None)  # every stage: export skips evaluate
+        tuning.queue(cell_name(prefix, sampler, loss), [{}], sets, None)  # every stage: export skips evaluate
     tuning.run_queue(jobs, budget)
 
 
-def table(data: str, best: dict[str, dict], where: config.Paths) -> str:
+def table(prefix: str, best: dict[str, dict], where: config.Paths) -> str:
     """The markdown table of the tested cells, then the baselines, as the default cell's run measured them."""
     import dvc.api
 
     runs = {rev["name"]: rev for rev in experiments.revisions(experiments.show())}
-    default = cell_name(data, "in_batch", "batch_softmax") + "-1"
+    default = cell_name(prefix, "in_batch", "batch_softmax") + "-1"
     head = ["negatives", "loss", *METRICS, "temperature", "lr", "val recall@10", "recall@10 - default [95%]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -93,16 +100,25 @@ def table(data: str, best: dict[str, dict], where: config.Paths) -> str:
         if (name, scorer) != (default, "model"):
             d = compare.compare(default, f"{name}:{scorer}", where.ranks)[0]
             diff = f"{d['difference']:+.4f} [{d['interval'][0]:+.4f}, {d['interval'][1]:+.4f}]"
+        val = runs[name]["data"]["metrics"].get("metrics/train.json", {}).get("data", {}).get("val_recall@10")
         extra = [str(point.get("model.temperature", "-")), str(point.get("train.lr", "-")),
-                 f"{point['val_recall@10']:.4f}" if "val_recall@10" in point else "-"]
+                 f"{val:.4f}" if val is not None and scorer == "model" else "-"]
         return "| " + " | ".join([*label, *shown, *extra, diff]) + " |"
 
     for (sampler, loss), point in best.items():
-        if cell_name(data, sampler, loss) + "-1" in runs:
-            lines.append(row(cell_name(data, sampler, loss) + "-1", "model", [sampler, loss], point))
+        if cell_name(prefix, sampler, loss) + "-1" in runs:
+            lines.append(row(cell_name(prefix, sampler, loss) + "-1", "model", [sampler, loss], point))
     for scorer in ("als", "popularity"):
         lines.append(row(default, scorer, [f"{scorer} baseline", "-"], {}))
     return "\n".join(lines)
+
+
+def fixed_param(text: str) -> tuple[str, str]:
+    """`KEY=VALUE` from --set, or a one-line error."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"cells: --set {text!r}: expected KEY=VALUE, as dvc exp run -S")
+    return key, value
 
 
 def main() -> None:
@@ -111,19 +127,23 @@ def main() -> None:
     parser.add_argument("--raw", help="the real data's raw folder (tracked by DVC), for --data real")
     parser.add_argument("--jobs", type=int, default=2)
     parser.add_argument("--budget-minutes", type=float, default=600)
-    parser.add_argument("--best", type=Path, help="a JSON of chosen points from an earlier run: skip the grid")
+    parser.add_argument("--best", type=Path, help="a JSON of chosen points (as this script writes): skip the grid")
+    parser.add_argument("--prefix", help="the experiments' names begin with it (default: --data)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a param fixed for every run, as `dvc exp run -S` (repeatable)")
     parser.add_argument("--grid", action="append", default=[], metavar="KEY=A,B",
                         help=f"replace a key's values in the grid (default {GRID})")
     args = parser.parse_args()
-    fixed = data_params(args.data, args.raw)
+    prefix = args.prefix or args.data
+    fixed = {**data_params(args.data, args.raw), **dict(fixed_param(s) for s in args.set)}
     grid = {**GRID, **{key: values.split(",") for key, _, values in (g.partition("=") for g in args.grid)}}
     if args.best:
         best = {tuple(k.split("|")): v for k, v in json.loads(args.best.read_text()).items()}
     else:
-        best = tune_cells(args.data, fixed, grid, args.jobs, args.budget_minutes)
-        Path(f"cells-{args.data}.json").write_text(json.dumps({"|".join(k): v for k, v in best.items()}, indent=2))
-        test_cells(args.data, fixed, best, args.jobs, args.budget_minutes)
-    print(table(args.data, best, config.load(config.Paths, "paths")))
+        best = tune_cells(prefix, fixed, grid, args.jobs, args.budget_minutes)
+        Path(f"cells-{prefix}.json").write_text(json.dumps({"|".join(k): v for k, v in best.items()}, indent=2))
+    test_cells(prefix, fixed, best, args.jobs, args.budget_minutes)
+    print(table(prefix, best, config.load(config.Paths, "paths")))
 
 
 if __name__ == "__main__":
