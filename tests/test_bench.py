@@ -18,6 +18,7 @@ from gamerec.training import Examples, batch_loss, loss_for
 
 BENCH = Path(__file__).resolve().parents[1] / "bench"
 sys.path.insert(0, str(BENCH))
+import cells  # noqa: E402
 import growth  # noqa: E402
 import naive  # noqa: E402
 
@@ -98,6 +99,26 @@ def test_bench_names_a_param_it_cannot_set(tmp_path):
                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=60)
     assert out.returncode == 1 and out.stderr.strip().splitlines() == [
         "bench: --set model.tower=pool: expected KEY=VALUE with KEY a param of params.yaml"]
+
+
+def test_cells_tests_each_chosen_point_once_with_the_fixed_params(monkeypatch):
+    done = {"revs": [{"rev": "a" * 8, "name": "pool-inbatch-batchsoftmax-1", "data": {}}], "name": "x"}
+    monkeypatch.setattr(cells.experiments, "show", lambda: [{"rev": "abc", "name": "main", "experiments": [done]}])
+    queued = []
+    monkeypatch.setattr(cells.tuning, "queue", lambda name, points, sets, target: queued.append((name, sets, target)))
+    monkeypatch.setattr(cells.tuning, "run_queue", lambda jobs, budget: True)
+    best = {("in_batch", "batch_softmax"): {"model.temperature": 0.15, "train.lr": 0.02},
+            ("also_view", "bce"): {"model.temperature": 0.2, "train.lr": 0.005}}
+    cells.test_cells("pool", {"model.user_tower": "pool"}, best, jobs=2, budget=10)
+    # the in_batch cell ran already (an interrupted run); the other runs every stage (no target) at its own point
+    assert queued == [("pool-alsoview-bce", {"model.user_tower": "pool", "sampler": "also_view", "train.loss": "bce",
+                                             "model.temperature": 0.2, "train.lr": 0.005}, None)]
+
+
+def test_cells_names_a_malformed_set():
+    out = subprocess.run([sys.executable, str(BENCH / "cells.py"), "--data", "synthetic", "--set", "train.lr"],
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 1 and out.stderr.strip() == "cells: --set 'train.lr': expected KEY=VALUE, as dvc exp run -S"
 
 
 def _report(size: str, scale: float) -> dict:
