@@ -73,13 +73,13 @@ def test_cells(prefix: str, fixed: dict[str, str], best: dict[str, dict], jobs: 
     A cell whose experiment exists already (an earlier, interrupted run) is not run again.
     """
     done = {rev.get("name") for rev in experiments.revisions(experiments.show())}
-    for (sampler, loss), point in best.items():
-        if cell_name(prefix, sampler, loss) + "-1" in done:
-            continue
+    todo = {cell: point for cell, point in best.items() if cell_name(prefix, *cell) + "-1" not in done}
+    for (sampler, loss), point in todo.items():
         sets = {**fixed, "sampler": sampler, "train.loss": loss, "model.temperature": point["model.temperature"],
                 "train.lr": point["train.lr"]}
         tuning.queue(cell_name(prefix, sampler, loss), [{}], sets, None)  # every stage: export skips evaluate
-    tuning.run_queue(jobs, budget)
+    if todo:
+        tuning.run_queue(jobs, budget)
 
 
 def table(prefix: str, best: dict[str, dict], where: config.Paths) -> str:

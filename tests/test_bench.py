@@ -106,13 +106,17 @@ def test_cells_tests_each_chosen_point_once_with_the_fixed_params(monkeypatch):
     monkeypatch.setattr(cells.experiments, "show", lambda: [{"rev": "abc", "name": "main", "experiments": [done]}])
     queued = []
     monkeypatch.setattr(cells.tuning, "queue", lambda name, points, sets, target: queued.append((name, sets, target)))
-    monkeypatch.setattr(cells.tuning, "run_queue", lambda jobs, budget: True)
+    runs = []
+    monkeypatch.setattr(cells.tuning, "run_queue", lambda jobs, budget: runs.append(jobs))
     best = {("in_batch", "batch_softmax"): {"model.temperature": 0.15, "train.lr": 0.02},
             ("also_view", "bce"): {"model.temperature": 0.2, "train.lr": 0.005}}
     cells.test_cells("pool", {"model.user_tower": "pool"}, best, jobs=2, budget=10)
     # the in_batch cell ran already (an interrupted run); the other runs every stage (no target) at its own point
     assert queued == [("pool-alsoview-bce", {"model.user_tower": "pool", "sampler": "also_view", "train.loss": "bce",
                                              "model.temperature": 0.2, "train.lr": 0.005}, None)]
+    assert runs == [2]
+    cells.test_cells("pool", {}, {("in_batch", "batch_softmax"): {}}, jobs=2, budget=10)
+    assert runs == [2]  # nothing left to run: the queue (perhaps busy with other work) is not waited for
 
 
 def test_cells_names_a_malformed_set():
