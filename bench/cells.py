@@ -1,6 +1,6 @@
 """Every (negative set, loss) cell, tuned on validation and tested once: the table of which negatives help.
 
-    python bench/cells.py --data synthetic              # the default data (40 minutes with the pool tower; not timed since)
+    python bench/cells.py --data synthetic              # the default data (about 75 minutes on 2 cores)
     python bench/cells.py --data real --raw data/raw/video_games_2014   # a folder DVC tracks (dvc add)
     python bench/cells.py --data real --raw ... --prefix real-pool --set model.user_tower=pool ...  # other fixed params
     python bench/cells.py --data real --raw ... --best cells-real.json   # chosen points known: test the cells only
