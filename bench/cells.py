@@ -45,6 +45,11 @@ def cell_name(prefix: str, sampler: str, loss: str) -> str:
     return f"{prefix}-{sampler}-{loss}".replace("_", "")
 
 
+def tested_name(prefix: str, sampler: str, loss: str) -> str:
+    """The experiment that runs a cell's chosen point through the whole pipeline (`tuning.queue` numbers from 1)."""
+    return cell_name(prefix, sampler, loss) + "-1"
+
+
 def data_params(data: str, raw: str | None) -> dict[str, str]:
     return {} if data == "synthetic" else {"prepare.raw_dir": raw, "prepare.min_interactions": "1"}
 
@@ -53,8 +58,9 @@ def tune_cells(prefix: str, fixed: dict[str, str], grid: dict[str, list], jobs: 
     """Queue every cell's grid, run it, and return each cell's best point (its params) on validation."""
     names = {}
     for sampler, loss in CELLS:
-        names[(sampler, loss)] = tuning.queue(cell_name(prefix, sampler, loss) + "-grid", tuning.points(grid), {**fixed, "sampler": sampler,
-                                                                           "train.loss": loss}, "train")
+        sets = {**fixed, "sampler": sampler, "train.loss": loss}
+        names[(sampler, loss)] = tuning.queue(cell_name(prefix, sampler, loss) + "-grid", tuning.points(grid), sets,
+                                              "train")
     print(f"cells: {sum(map(len, names.values()))} grid experiments queued", file=sys.stderr, flush=True)
     tuning.run_queue(jobs, budget)
     best = {}
@@ -73,7 +79,7 @@ def test_cells(prefix: str, fixed: dict[str, str], best: dict[str, dict], jobs: 
     A cell whose experiment exists already (an earlier, interrupted run) is not run again.
     """
     done = {rev.get("name") for rev in experiments.revisions(experiments.show())}
-    todo = {cell: point for cell, point in best.items() if cell_name(prefix, *cell) + "-1" not in done}
+    todo = {cell: point for cell, point in best.items() if tested_name(prefix, *cell) not in done}
     for (sampler, loss), point in todo.items():
         sets = {**fixed, "sampler": sampler, "train.loss": loss, "model.temperature": point["model.temperature"],
                 "train.lr": point["train.lr"]}
@@ -87,7 +93,7 @@ def table(prefix: str, best: dict[str, dict], where: config.Paths) -> str:
     import dvc.api
 
     runs = {rev["name"]: rev for rev in experiments.revisions(experiments.show())}
-    default = cell_name(prefix, "in_batch", "batch_softmax") + "-1"
+    default = tested_name(prefix, "in_batch", "batch_softmax")
     head = ["negatives", "loss", *METRICS, "temperature", "lr", "val recall@10", "recall@10 - default [95%]"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
@@ -106,8 +112,8 @@ def table(prefix: str, best: dict[str, dict], where: config.Paths) -> str:
         return "| " + " | ".join([*label, *shown, *extra, diff]) + " |"
 
     for (sampler, loss), point in best.items():
-        if cell_name(prefix, sampler, loss) + "-1" in runs:
-            lines.append(row(cell_name(prefix, sampler, loss) + "-1", "model", [sampler, loss], point))
+        if tested_name(prefix, sampler, loss) in runs:
+            lines.append(row(tested_name(prefix, sampler, loss), "model", [sampler, loss], point))
     for scorer in ("als", "popularity"):
         lines.append(row(default, scorer, [f"{scorer} baseline", "-"], {}))
     return "\n".join(lines)
