@@ -123,9 +123,31 @@ def brute_force(users, items, exclude, targets, k):
     return torch.tensor(ranks), torch.tensor(tops)
 
 
+@pytest.fixture(params=["plain", "blocks"])
+def top_path(request, monkeypatch):
+    """Both ways to the top candidates: the plain topk, and blocks of 4 items (a 300-item catalogue has 75)."""
+    if request.param == "blocks":
+        monkeypatch.setattr("gamerec.retrieval.TOP_BLOCK", 4)
+    return request.param
+
+
+def test_top_candidates_by_blocks_are_the_largest_scores(monkeypatch):
+    from gamerec import retrieval
+
+    monkeypatch.setattr(retrieval, "TOP_BLOCK", 8)  # 125 blocks and 3 items: the blocked path
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randn(50, 1003, generator=g).round(decimals=1)  # many equal scores; a partial last block
+    scores[3] = 0.0  # a row of ties only
+    scores[4, :990] = float("-inf")  # the largest scores in the partial block
+    values, columns = retrieval.top_candidates(scores, 20)
+    assert torch.equal(values, torch.topk(scores, 20, dim=1).values)
+    assert torch.equal(scores.gather(1, columns), values)
+    assert all(len(set(row)) == 20 for row in columns.tolist())  # 20 distinct items per row
+
+
 @pytest.mark.parametrize("norms", ["equal", "unequal"])  # a cosine model; ALS, whose popular items have long vectors
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])
-def test_ranks_and_top_k_are_exact_at_any_precision_even_on_near_ties(precision, norms):
+def test_ranks_and_top_k_are_exact_at_any_precision_even_on_near_ties(precision, norms, top_path):
     from gamerec.csr import Csr
 
     users, items = near_ties()
@@ -154,7 +176,7 @@ def test_bfloat16_scores_stay_inside_the_error_bound():
     assert ((fast - exact).abs() <= per_user[:, None] * per_item[None, :]).all()
 
 
-def test_ranks_stay_exact_when_every_item_is_a_near_tie():
+def test_ranks_stay_exact_when_every_item_is_a_near_tie(top_path):
     """The ablation's case (the only feature that tells items apart zeroed): whole rows are scored again."""
     from gamerec.csr import Csr
 
