@@ -128,6 +128,18 @@ def test_bootstrap_of_a_worse_scorer_by_construction_excludes_zero():
     assert metrics.interval(np.full(50, 0.25), samples=50) == (0.25, 0.25)
 
 
+def test_bootstrap_by_distinct_values_matches_resampling_users():
+    """Few distinct values take the multinomial path; its interval is the users-resampled one's, within Monte Carlo error."""
+    rng = np.random.default_rng(0)
+    ndcg = np.where(rng.random(4000) < 0.3, 1 / np.log2(rng.integers(1, 11, 4000) + 1), 0.0)  # 11 values
+    picks = np.random.default_rng(5).integers(0, len(ndcg), size=(2000, len(ndcg)))
+    by_users = np.percentile(ndcg[picks].mean(axis=1), [2.5, 97.5])  # the definition: resample users
+    low, high = metrics.interval(ndcg, samples=2000, seed=1)
+    se = ndcg.std() / np.sqrt(len(ndcg))  # about 0.0055
+    assert low == pytest.approx(by_users[0], abs=0.3 * se) and high == pytest.approx(by_users[1], abs=0.3 * se)
+    assert low < ndcg.mean() < high and high - low == pytest.approx(2 * 1.96 * se, rel=0.1)
+
+
 def test_popularity_percentile_by_hand():
     counts = torch.tensor([0, 10, 5, 5, 1])  # catalogue items 1..4; item 0 unknown
     # less popular than item 1: 3 of 3 others -> 100; items 2 and 3 tie: 1 below + half a tie -> 50; item 4: 0

@@ -138,9 +138,18 @@ def user_scores(ranks: torch.Tensor, owner: torch.Tensor, n_users: int, k: int) 
 
 
 def bootstrap_means(values: np.ndarray, samples: int, seed: int, chunk: int = 50) -> np.ndarray:
-    """Means of `samples` resamples (with replacement) of the rows of `values` ([users] or [users, m])."""
+    """Means of `samples` resamples (with replacement) of the rows of `values` ([users] or [users, m]).
+
+    Per-user metrics take few distinct values (recall@10 of one held-out item is 0 or 1, its
+    ndcg one of 11): a resample's mean then depends only on how often it drew each distinct
+    value, one multinomial draw of `samples` x distinct counts. The same distribution as
+    drawing users, without the 1000 x users indices (15 s per interval at 800k test users).
+    """
     rng = np.random.default_rng(seed)
     n = len(values)
+    distinct, counts = np.unique(values, axis=0, return_counts=True)
+    if len(distinct) * 8 <= n:
+        return rng.multinomial(n, counts / n, size=samples) @ distinct / n
     means = []
     for start in range(0, samples, chunk):
         picks = rng.integers(0, n, size=(min(chunk, samples - start), n))
