@@ -51,6 +51,18 @@ def test_dedupe_keeps_earliest_review():
     assert sorted(zip(out.item_id, out.timestamp)) == [("i", 10), ("j", 20)]
 
 
+def test_leave_last_out_breaks_same_time_ties_by_item_id_not_file_order():
+    # each user's three items share one time; the file lists them z, b, a (and items are shared, for the k-core)
+    rows = [(u, i, 1.0, 100) for u in ("u2", "u1") for i in ("z", "b", "a")]
+    p = prepare(RawData(interactions=frame(rows), items=items_frame([]), report={}), PARAMS)
+    item_id = dict(zip(p.items.item, p.items.item_id))
+    user_id = dict(zip(p.users.user, p.users.user_id))
+    got = {(user_id[u], item_id[i]): s for u, i, s in zip(p.interactions.user, p.interactions.item, p.interactions.split)}
+    for user in ("u1", "u2"):  # sorted by id: a (train), b (val), z (test)
+        assert [got[user, i] for i in ("a", "b", "z")] == ["train", "val", "test"]
+    assert list(p.users.user_id) == ["", "u1", "u2"] and list(p.items.item_id) == ["", "a", "b", "z"]
+
+
 def test_k_core_cascades_until_stable():
     # u3 has 2 interactions; dropping items with < 2 users removes i9, which drops u3 below 2.
     rows = [(u, i, 1.0, 0) for u in ("u1", "u2") for i in ("a", "b")]
