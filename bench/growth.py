@@ -1,6 +1,6 @@
 """How each stage's cost grows with the data: `bench/run.py` at several sizes, one log-log fit per stage.
 
-    python bench/growth.py --workdir /tmp/growth                     # 0.5m, 1m, 2m and 5m: about 40 minutes
+    python bench/growth.py --workdir /tmp/growth                     # 0.5m, 1m, 2m and 5m: about 20 minutes (2026-12-08)
     python bench/growth.py --workdir /tmp/growth --sizes 0.5m 1m --reports 5m.json   # reuse a report
 
 Each size is `bench/run.py --size S --train in_batch --naive-batches 0` in its own folder
