@@ -49,8 +49,10 @@ def train_table(reports: list[dict]) -> str:
             t = r["steps"].get(f"train@{s}")
             if t is None:  # not trained in this run (bench/run.py --train)
                 continue
+            speedup = t.get("speedup_vs_per_row")  # none without the per-row loop (the attention tower)
             lines.append(f"| {r['size']} | {s} | {_fmt(t['positives_per_second'])} | "
-                         f"{_fmt(t.get('per_row_positives_per_second'))} | **{_fmt(t.get('speedup_vs_per_row'), 1)}x** | "
+                         f"{_fmt(t.get('per_row_positives_per_second'))} | "
+                         f"{'n/a' if speedup is None else f'**{speedup:.1f}x**'} | "
                          f"{t['flops_per_positive'] / 1e6:.2f} M | {_fmt(t['gflops'], 1)} | {_fmt(t['fraction_of_matmul'], 2)} |")
     return "\n".join(lines)
 

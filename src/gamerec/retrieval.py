@@ -246,11 +246,11 @@ class _Exact:
 def top_candidates(scores: torch.Tensor, width: int) -> tuple[torch.Tensor, torch.Tensor]:
     """(values, columns) of `width` largest scores per row, best first, as `torch.topk` (which of equal scores: any).
 
-    `torch.topk` over a 100k-item row costs about 1.3 ns an item, as much as the matrix
-    product that made the row. Here each block of TOP_BLOCK items is stood for by its
-    maximum (one vectorised pass): the `width` blocks with the largest maxima hold `width`
-    scores at least as large as anything outside them, so the row's top `width` lies inside
-    them (with the last partial block, always kept), and topk runs over those few blocks only.
+    `torch.topk` reads a whole 100k-item row with a partial sort. Here each block of TOP_BLOCK
+    items is stood for by its maximum (one vectorised pass): the `width` blocks with the
+    largest maxima hold `width` scores at least as large as anything outside them, so the
+    row's top `width` lies inside them (with the last partial block, always kept), and topk
+    runs over those few blocks only (the 5m ranking: 457 -> 423 us per user).
     """
     n_items = scores.shape[1]
     full = n_items // TOP_BLOCK * TOP_BLOCK

@@ -48,7 +48,7 @@ def dedupe_interactions(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _places(ids: pd.Series) -> np.ndarray:
-    """Ids as integers 0.. in their sorted order: as they are when `prepare` gave them so (see `_ranked`)."""
+    """Ids as integer places 0.. in their sorted order (`prepare` passes them so already: `_ranked`)."""
     values = ids.to_numpy()
     if values.dtype.kind in "iu" and (len(values) == 0 or values.min() >= 0):
         return values
