@@ -92,6 +92,14 @@ def test_bench_reports_every_step(tmp_path, user_tower):
     table = subprocess.run([sys.executable, str(BENCH / "table.py"), str(tmp_path / "tiny.json")],
                            capture_output=True, text=True, check=True).stdout
     assert "| train@in_batch | " in table and "| tiny | out_batch | " in table
+    if user_tower == "attention":  # no per-row loop, so no speedup
+        assert "| tiny | in_batch | " in table and "| n/a | n/a |" in table
+    precision = subprocess.run([sys.executable, str(BENCH / "precision.py"), "--workdir", str(tmp_path),
+                                "--users", "100", "--band-users", "50"], capture_output=True, text=True, timeout=300)
+    assert precision.returncode == 0, precision.stderr[-2000:]
+    checked = json.loads(precision.stdout)  # both precisions are exact: the same ranks and top lists
+    assert checked["identical"] and checked["users"] == 100 and checked["bfloat16_us_per_user"] > 0
+    assert 0 <= checked["bfloat16_band"]["share_of_users_crowded"] <= 1
 
 
 def test_bench_names_a_param_it_cannot_set(tmp_path):
