@@ -60,6 +60,12 @@ def test_flop_count_by_hand():
     plus = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False,
                                                       item_tower="id_plus_features"))
     assert plus.flops_per_positive("bce", 8, 4.0, 2.0, 10.0) == 3 * (68 + 5 * 136 + 5 * 8)
+    # attention, one token per positive: its item (164 - norm 12 = 152), two sasrec blocks (no output
+    # layer) of 8*16 projections + 4*4*16 feed-forward + 4*4*2 attention (a window of min(10 + 1, 3) = 3
+    # tokens: 2 keys a query on average) = 416 each, norm 12: 152 + 832 + 12 = 996
+    attention = ModelConfig(10, 10, 2, 5, arch=ModelParams(dim=4, hidden=[], history=3, user_id=False, heads=2,
+                                                           layers=2, block="sasrec", user_tower="attention"))
+    assert attention.flops_per_positive("bce", 8, 4.0, 2.0, 10.0) == 3 * (996 + 5 * 164 + 5 * 8)
 
 
 @pytest.mark.e2e

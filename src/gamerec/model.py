@@ -52,8 +52,13 @@ class ModelConfig:
                            history_per_user: float) -> float:
         """Training FLOPs per positive, counted from the architecture (a multiply-add is 2 FLOPs).
 
-        Forward, per positive: the user tower once (history pool, items x dim, weighted; its MLP;
-        normalising, 3 x dim); the item tower for the positive and each of its `negatives`
+        Forward, per positive: the user tower once (pool: history pool, items x dim, weighted;
+        its MLP; normalising, 3 x dim. attention, which trains on whole sequences, one token per
+        positive: the token's item through the item tower, then per block the four projections
+        (4 x 2 dim^2), the feed-forward (2 x 2 x dim x its width) and the causal attention of a
+        query over the window's earlier tokens (2 x 2 x dim each, (T + 1) / 2 of them on average,
+        T = min(history per user + 1, history)); its output layer if any, normalising); the item
+        tower for the positive and each of its `negatives`
         (features: description mean, tokens x dim; price layer, 2 x 2 x dim; MLP from 4 x dim;
         id: a lookup; then normalising); the scores: one dot product per item (bce), plus about 5 FLOPs a logit
         for a softmax, over its own items (sampled_softmax), the batch's and its own
@@ -74,6 +79,10 @@ class ModelConfig:
         item = towers[arch.item_tower] + 3 * d
         parts = int(arch.user_id) + int(arch.history > 0)
         user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
+        if arch.user_tower == "attention":
+            layout, window = BLOCKS[arch.block], min(history_per_user + 1, arch.history)
+            block = 8 * d * d + 4 * layout.feedforward * d * d + 4 * d * (window + 1) / 2
+            user = towers[arch.item_tower] + arch.layers * block + (mlp(d) if layout.output_layer else 0) + 3 * d
         columns, extra_items = {"bce": (1 + negatives, 0.0), "sampled_softmax": (1 + negatives, 0.0),
                                 "batch_softmax": (batch_size + negatives, 0.0),
                                 "exact_softmax": (self.num_items, self.num_items / batch_size)}[loss]
