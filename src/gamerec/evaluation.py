@@ -179,7 +179,7 @@ def _pair_scores(user_emb: torch.Tensor, item_emb: torch.Tensor, pairs: Pairs) -
             _dot_rows(user_emb, item_emb, pairs.neg_rows, pairs.neg_items))
 
 
-def _embed_paired(embed_users: UserEmbedder, split: Split, dim: int) -> torch.Tensor:
+def _embed_paired(embed_users: UserEmbedder, split: Split) -> torch.Tensor:
     """[split's users, dim] embeddings of the users its balanced pairs name (zeros elsewhere: never read).
 
     Validation feeds only the accuracy threshold, whose pairs come from `pair_users` users: at
@@ -188,7 +188,7 @@ def _embed_paired(embed_users: UserEmbedder, split: Split, dim: int) -> torch.Te
     pairs = split.balanced
     rows = torch.unique(torch.cat([pairs.pos_rows.long(), pairs.neg_rows.long()]))
     some = embed_users(split.holdout.users[rows], split.known)
-    emb = torch.zeros(len(split.holdout.users), dim, dtype=some.dtype)
+    emb = torch.zeros(len(split.holdout.users), some.shape[1], dtype=some.dtype)
     emb[rows] = some
     return emb
 
@@ -210,7 +210,7 @@ def evaluate(embed_users: UserEmbedder, item_emb: torch.Tensor, data: EvalData, 
     """
     test, val = data.test, data.val
     test_emb = embed_users(test.holdout.users, test.known)
-    val_emb = _embed_paired(embed_users, val, item_emb.shape[1])
+    val_emb = _embed_paired(embed_users, val)
     depth = COVERAGE_K  # the top lists feed coverage and popularity; recall and ndcg at any k come from the ranks
     start = time.perf_counter()
     ranks, top = rank_holdout(test.holdout, test_emb, item_emb, depth, params.memory_mb, f"evaluate: ranking {name}",

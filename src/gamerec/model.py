@@ -78,11 +78,12 @@ class ModelConfig:
                   "id_plus_features": tokens_per_item * d + 4 * d + mlp(3 * d) + d}
         item = towers[arch.item_tower] + 3 * d
         parts = int(arch.user_id) + int(arch.history > 0)
-        user = 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d
-        if arch.user_tower == "attention":
-            layout, window = BLOCKS[arch.block], min(history_per_user + 1, arch.history)
-            block = 8 * d * d + 4 * layout.feedforward * d * d + 4 * d * (window + 1) / 2
-            user = towers[arch.item_tower] + arch.layers * block + (mlp(d) if layout.output_layer else 0) + 3 * d
+        layout, window = BLOCKS[arch.block], min(history_per_user + 1, arch.history)
+        block = 8 * d * d + 4 * layout.feedforward * d * d + 4 * d * (window + 1) / 2
+        users = {"pool": 2 * min(history_per_user, arch.history) * d + mlp(parts * d) + 3 * d,
+                 "attention": towers[arch.item_tower] + arch.layers * block + (mlp(d) if layout.output_layer else 0)
+                 + 3 * d}
+        user = users[arch.user_tower]
         columns, extra_items = {"bce": (1 + negatives, 0.0), "sampled_softmax": (1 + negatives, 0.0),
                                 "batch_softmax": (batch_size + negatives, 0.0),
                                 "exact_softmax": (self.num_items, self.num_items / batch_size)}[loss]
